@@ -1,0 +1,71 @@
+"""phiscale-report: an experiment's runs from MLflow -> table, Pareto front and plots, logged back."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from phiscale.errors import user_errors_as_one_line
+from phiscale.report import DEFAULT_TRACKING_URI, make_report, table_cells
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="phiscale-report",
+        description=(
+            "Read an experiment's runs from MLflow and write the scaling report: a table (model, φ, d, "
+            "w, r, resolution, params, MACs, best val top-1, images/s, device-hours, status) sorted by "
+            "MACs with the Pareto front of top-1 vs MACs marked, and PNG plots (top-1 vs MACs, top-1 "
+            "vs images/s, MACs vs φ with the 2^φ line). The files go to --out and are logged as the "
+            'artifacts of a run named "report" in the same experiment.'
+        ),
+        epilog=(
+            "examples:\n"
+            "  phiscale-report --experiment phiscale\n"
+            "  phiscale-report --experiment phi-sweep --tracking-uri http://login01:5000 --out reports/phi"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--experiment", required=True, help="the MLflow experiment name (tracking.experiment)"
+    )
+    parser.add_argument(
+        "--tracking-uri",
+        default=None,
+        help=f"MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else {DEFAULT_TRACKING_URI})",
+    )
+    parser.add_argument("--out", default=None, help="output folder (default: outputs/reports/<experiment>)")
+    parser.add_argument(
+        "--no-log", action="store_true", help='write the files only; do not create the "report" run'
+    )
+    return parser
+
+
+@user_errors_as_one_line
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="phiscale-report: %(message)s")
+    # A server that stops answering mid-report should fail in seconds, not after MLflow's retries.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    report = make_report(
+        args.experiment, tracking_uri=args.tracking_uri, out_dir=args.out, log_to_mlflow=not args.no_log
+    )
+    running = sum(r.running for r in report.rows)
+    print(f"{len(report.rows)} runs in {report.experiment!r} ({running} running), sorted by MACs:")
+    for row in report.rows:
+        cells = table_cells(row)
+        print(
+            f"  {'★' if row.pareto else ' '} {cells[0]:<28} MACs {cells[8]:>8}  top-1 {cells[9]:>7}  {cells[12]}"
+        )
+    print(f"Pareto front: {', '.join(r.run_name for r in report.pareto) or 'none'}")
+    print(f"wrote {', '.join(str(p) for p in report.files)}")
+    if report.run_id:
+        print(f"logged as run {report.run_id} ({report.tracking_uri}, experiment id {report.experiment_id})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
