@@ -1,0 +1,1 @@
+"""Training: the LightningModule, data module, callbacks, optimisers, LR schedules and EMA."""
