@@ -1,0 +1,128 @@
+"""The zoo reproduces the reference architectures: exact parameter counts, MACs, shapes, details."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from phiscale.models import MODEL_NAMES, PRESET_NAMES, build_model, resolve_scale
+from phiscale.models.layers import DropPath, InvertedResidual, SqueezeExcite
+from phiscale.profile import count_macs, count_params
+
+# torchvision's counts (weights metadata `num_params`); mobilenet_v1: the Keras reference's
+# trainable parameters (MobileNet v1 is not in torchvision; the paper rounds to 4.2M).
+EXACT_PARAMS = {
+    "mobilenet_v1": 4_231_976,
+    "mobilenet_v2": 3_504_872,
+    "mobilenet_v3_large": 5_483_032,
+    "mobilenet_v3_small": 2_542_856,
+    "efficientnet_b0": 5_288_548,
+    "efficientnet_b1": 7_794_184,
+    "efficientnet_b2": 9_109_994,
+    "efficientnet_b3": 12_233_232,
+    "efficientnet_b4": 19_341_616,
+    "efficientnet_b5": 30_389_784,
+    "efficientnet_b6": 43_040_704,
+    "efficientnet_b7": 66_347_960,
+    "efficientnet": 5_288_548,  # φ=0 is B0
+}
+
+# Multiply-adds at 224 (issue 2; the papers: 569M, 300M, 219M/217M, 56M, 0.39B).
+MACS_224 = {
+    "mobilenet_v1": 569e6,
+    "mobilenet_v2": 300e6,
+    "mobilenet_v3_large": 217e6,
+    "mobilenet_v3_small": 56e6,
+    "efficientnet_b0": 386e6,
+}
+
+
+def meta_model(name: str, **kwargs) -> nn.Module:
+    with torch.device("meta"):
+        return build_model(name, **kwargs)
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_param_count_equals_reference(name):
+    assert count_params(meta_model(name)) == EXACT_PARAMS[name], f"{name} has the wrong parameter count"
+
+
+@pytest.mark.parametrize("name", sorted(MACS_224))
+def test_macs_at_224_within_one_percent(name):
+    macs = count_macs(meta_model(name), 224)
+    assert macs == pytest.approx(MACS_224[name], rel=0.01), f"{name}: {macs / 1e6:.1f}M MACs"
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_forward_every_preset_at_small_resolution(name):
+    torch.manual_seed(0)
+    model = build_model(name, num_classes=10).eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, 64, 64))
+    assert out.shape == (2, 10)
+    assert torch.isfinite(out).all(), f"{name} produced non-finite logits"
+
+
+def test_native_resolutions_follow_the_official_table():
+    got = [resolve_scale(n).resolution for n in PRESET_NAMES]
+    assert got == [224, 224, 224, 224, 224, 240, 260, 300, 380, 456, 528, 600]
+
+
+def test_batchnorm_settings_per_family():
+    def bn(name):
+        return next(m for m in meta_model(name).modules() if isinstance(m, nn.BatchNorm2d))
+
+    assert (bn("mobilenet_v2").eps, bn("mobilenet_v2").momentum) == (1e-5, 0.1)
+    assert (bn("mobilenet_v3_large").eps, bn("mobilenet_v3_large").momentum) == (1e-3, 0.01)
+    assert (bn("efficientnet_b3").eps, bn("efficientnet_b3").momentum) == (1e-3, 0.01)
+
+
+def test_squeeze_excite_rules_differ_per_family():
+    v3 = [m for m in meta_model("mobilenet_v3_large").modules() if isinstance(m, SqueezeExcite)]
+    # first SE block: expanded 72 -> make_divisible(72/4, 8) = 24, ReLU inside, hard-sigmoid gate
+    assert (v3[0].reduce.out_channels, type(v3[0].act), type(v3[0].gate)) == (24, nn.ReLU, nn.Hardsigmoid)
+    b0 = [m for m in meta_model("efficientnet_b0").modules() if isinstance(m, SqueezeExcite)]
+    # block with input 16, expanded 96: squeeze max(1, int(16 * 0.25)) = 4 of the block INPUT
+    assert (b0[1].reduce.in_channels, b0[1].reduce.out_channels) == (96, 4)
+    assert (type(b0[1].act), type(b0[1].gate)) == (nn.SiLU, nn.Sigmoid)
+
+
+def test_heads_follow_the_references():
+    assert meta_model("mobilenet_v2", width_mult=0.5).classifier[-1].in_features == 1280  # never shrinks
+    assert meta_model("mobilenet_v2", width_mult=1.4).classifier[-1].in_features == 1792  # grows
+    large = meta_model("mobilenet_v3_large").classifier
+    assert [type(m) for m in large] == [nn.Linear, nn.Hardswish, nn.Dropout, nn.Linear]
+    assert (large[0].in_features, large[0].out_features) == (960, 1280)
+    assert meta_model("mobilenet_v3_small").classifier[0].out_features == 1024
+    assert meta_model("efficientnet_b7").classifier[-1].in_features == 2560  # round_filters(1280 * 2.0)
+    b4 = meta_model("efficientnet_b4").classifier
+    assert isinstance(b4[0], nn.Dropout) and b4[0].p == 0.4  # dropout before the classifier
+
+
+def test_stochastic_depth_grows_linearly_with_block_index():
+    rates = [m.drop_path.p for m in meta_model("efficientnet_b0").modules()
+             if isinstance(m, InvertedResidual) and m.use_residual]
+    assert rates == sorted(rates) and 0 < rates[0] and rates[-1] < 0.2
+    # 16 MBConv blocks; the last residual block is index 14 -> 0.2 * 14 / 16
+    assert rates[-1] == pytest.approx(0.2 * 14 / 16)
+
+
+def test_drop_path_is_active_only_in_training():
+    drop = DropPath(0.5)
+    x = torch.ones(256, 4)
+    drop.train()
+    y = drop(x)
+    assert set(y.unique().tolist()) == {0.0, 2.0}, "survivors are scaled by 1/(1-p), the rest are dropped"
+    drop.eval()
+    assert torch.equal(drop(x), x)
+
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 32, 32)
+    model = build_model("efficientnet_b0", num_classes=10, dropout=0.0, drop_path_rate=0.5).train()
+    assert not torch.equal(model(x), model(x)), "drop path must randomise training forward passes"
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(x), model(x))
+    plain = build_model("efficientnet_b0", num_classes=10, dropout=0.0, drop_path_rate=0.0).train()
+    assert torch.equal(plain(x), plain(x))
