@@ -1,0 +1,25 @@
+"""Data: `.beton` files through FFCV pipelines (or an ImageFolder through plain PyTorch) to batches.
+
+Importing this package does not import ffcv (seconds of numba compiling): only an FFCV loader or
+the writer does, through `phiscale.data.numba_cache.import_ffcv`.
+"""
+
+from phiscale.data.numba_cache import set_threading_layer
+
+set_threading_layer()  # before anything imports numba
+
+from phiscale.data.batch_loader import BatchLoader  # noqa: E402
+from phiscale.data.beton_writer import write_beton  # noqa: E402
+from phiscale.data.digits import DigitsDataset, ensure_digits  # noqa: E402
+from phiscale.data.loaders import make_train_loader, make_val_loader  # noqa: E402
+from phiscale.data.sources import dataset_sources  # noqa: E402
+
+__all__ = [
+    "BatchLoader",
+    "DigitsDataset",
+    "dataset_sources",
+    "ensure_digits",
+    "make_train_loader",
+    "make_val_loader",
+    "write_beton",
+]

@@ -1,0 +1,133 @@
+"""FFCV loaders, after ffcv-imagenet's `train_imagenet.py`: the train and val pipelines are the two
+functions below. Importing this module imports ffcv (seconds): `phiscale.data` only does it on demand.
+
+Device-specific order (ffcv 1.0.2):
+- CUDA: decode -> flip -> ToTensor -> ToDevice -> ToTorchImage, then normalise on the GPU to fp16
+  (uint8 crosses PCIe; ffcv's own GPU NormalizeImage needs cupy, so phiscale normalises in torch).
+- CPU: decode -> flip -> NormalizeImage(float32) -> ToTensor -> ToDevice(torch.device) -> ToTorchImage;
+  the CUDA order makes `Loader()` spin forever on CPU (ffcv issue 396).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from phiscale.data.batch_loader import CUDA_IMAGE_DTYPE, Normalize, rank_and_world_size, val_shard
+from phiscale.data.beton_file import BetonInfo, check_beton
+from phiscale.data.numba_cache import import_ffcv, quiet_uncacheable_warnings
+from phiscale.errors import PhiscaleError
+
+ffcv = import_ffcv()
+from ffcv.fields.basics import IntDecoder  # noqa: E402
+from ffcv.fields.rgb_image import CenterCropRGBImageDecoder, RandomResizedCropRGBImageDecoder  # noqa: E402
+from ffcv.loader import Loader, OrderOption  # noqa: E402
+from ffcv.transforms import NormalizeImage, RandomHorizontalFlip, Squeeze, ToDevice, ToTensor, ToTorchImage  # noqa: E402
+
+ORDERS = {"random": OrderOption.RANDOM, "quasi_random": OrderOption.QUASI_RANDOM}
+# Inception-style crop (Szegedy et al. 2015), as torchvision's RandomResizedCrop defaults.
+CROP_SCALE, CROP_RATIO = (0.08, 1.0), (3 / 4, 4 / 3)
+
+
+def create_train_loader(
+    path: str | Path, *, batch_size: int, num_workers: int, resolution: int, mean: Sequence[float],
+    std: Sequence[float], device: torch.device, distributed: bool = False, seed: int = 0,
+    order: str = "random", os_cache: bool = True, batches_ahead: int = 3, num_classes: int | None = None,
+) -> FfcvBatchLoader:
+    """Random-resized-crop + flip + normalise, in a fresh random order each epoch; drops the last
+    partial batch; with `distributed`, FFCV's DistributedSampler-style split (padded to equal ranks)."""
+    info = check_beton(path, num_classes=num_classes)
+    if distributed and order == "quasi_random":
+        raise PhiscaleError("data.order=quasi_random is not implemented by FFCV with distributed=True: "
+                            "use data.order=random for multi-device runs")
+    rank, world = rank_and_world_size(distributed)
+    decoder = RandomResizedCropRGBImageDecoder((resolution, resolution), scale=CROP_SCALE, ratio=CROP_RATIO)
+    image_pipeline = [decoder, RandomHorizontalFlip(), *_to_torch_image(device, mean, std)]
+    label_pipeline = [IntDecoder(), ToTensor(), Squeeze(1), ToDevice(device, non_blocking=True)]
+    threads = torch.get_num_threads()
+    loader = Loader(
+        str(info.path), batch_size=batch_size, num_workers=_numba_threads(num_workers), order=ORDERS[order],
+        os_cache=os_cache, drop_last=True, distributed=distributed, seed=seed, batches_ahead=batches_ahead,
+        pipelines={"image": image_pipeline, "label": label_pipeline},
+    )
+    torch.set_num_threads(threads)
+    per_rank = -(-info.num_samples // world) if distributed else info.num_samples
+    return FfcvBatchLoader(loader, info, per_rank, device, mean, std, decoder=decoder, train=True)
+
+
+def create_val_loader(
+    path: str | Path, *, batch_size: int, num_workers: int, resolution: int, mean: Sequence[float],
+    std: Sequence[float], device: torch.device, distributed: bool = False, crop_ratio: float = 224 / 256,
+    os_cache: bool = True, batches_ahead: int = 3, num_classes: int | None = None,
+) -> FfcvBatchLoader:
+    """Center crop (side = crop_ratio x shorter side) resized to `resolution`, sequential, every
+    sample once: with `distributed`, rank r reads samples r, r+W, ... (no padding, unlike FFCV's own)."""
+    info = check_beton(path, num_classes=num_classes)
+    rank, world = rank_and_world_size(distributed)
+    indices = val_shard(info.num_samples, rank, world)
+    decoder = CenterCropRGBImageDecoder((resolution, resolution), ratio=crop_ratio)
+    image_pipeline = [decoder, *_to_torch_image(device, mean, std)]
+    label_pipeline = [IntDecoder(), ToTensor(), Squeeze(1), ToDevice(device, non_blocking=True)]
+    threads = torch.get_num_threads()
+    loader = Loader(
+        str(info.path), batch_size=batch_size, num_workers=_numba_threads(num_workers),
+        order=OrderOption.SEQUENTIAL, os_cache=os_cache, drop_last=False, indices=indices,
+        batches_ahead=batches_ahead, pipelines={"image": image_pipeline, "label": label_pipeline},
+    )
+    torch.set_num_threads(threads)
+    return FfcvBatchLoader(loader, info, len(indices), device, mean, std, decoder=decoder, train=False)
+
+
+def _to_torch_image(device: torch.device, mean: Sequence[float], std: Sequence[float]) -> list:
+    """The pipeline tail from decoded uint8 HWC crops to torch images on `device`."""
+    if device.type == "cuda":
+        return [ToTensor(), ToDevice(device, non_blocking=True), ToTorchImage()]  # normalised by FfcvBatchLoader
+    return [NormalizeImage(np.array(mean), np.array(std), np.float32), ToTensor(), ToDevice(device),
+            ToTorchImage()]
+
+
+def _numba_threads(num_workers: int) -> int:
+    """FFCV's worker count is numba's thread count, which cannot exceed the cores numba saw."""
+    from numba import config
+
+    return max(1, min(int(num_workers), config.NUMBA_NUM_THREADS))
+
+
+class FfcvBatchLoader:
+    """An ffcv Loader as a `BatchLoader`: epoch control, resolution changes, torch's thread count kept."""
+
+    def __init__(self, loader: Loader, info: BetonInfo, num_samples: int, device: torch.device,
+                 mean: Sequence[float], std: Sequence[float], *, decoder, train: bool):
+        self.loader, self.info, self.num_samples, self.device = loader, info, num_samples, device
+        self._decoder, self._train = decoder, train  # the decoder's output size is the resolution
+        self._normalize = Normalize(mean, std, device, CUDA_IMAGE_DTYPE) if device.type == "cuda" else None
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.loader.next_epoch = int(epoch)  # FFCV seeds each epoch's order with seed + epoch
+
+    @property
+    def resolution(self) -> int:
+        return int(self._decoder.output_size[0])
+
+    def set_resolution(self, resolution: int) -> None:
+        if not self._train:
+            raise PhiscaleError("set_resolution is for train loaders: build a new val loader for another resolution")
+        if int(resolution) != self.resolution:
+            self._decoder.output_size = (int(resolution), int(resolution))
+            self.loader.code = None  # FFCV regenerates (and numba recompiles) the pipeline on the next epoch
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        quiet_uncacheable_warnings()
+        threads = torch.get_num_threads()  # ffcv's Compiler sets torch's thread count to its own
+        batches = iter(self.loader)
+        torch.set_num_threads(threads)
+        for images, labels in batches:
+            if torch.get_num_threads() != threads:
+                torch.set_num_threads(threads)
+            yield (self._normalize(images) if self._normalize else images), labels

@@ -1,0 +1,62 @@
+"""The two calls the trainer makes: pick the FFCV or the torch loader and check the arguments once."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from phiscale.data.batch_loader import BatchLoader, check_loader_args
+from phiscale.errors import PhiscaleError
+
+LOADERS = ("ffcv", "torch")
+
+
+def _backend(loader: str):
+    """The loader module; ffcv's is imported only here, on first use (it compiles numba code)."""
+    if loader == "ffcv":
+        from phiscale.data import ffcv_loaders
+
+        return ffcv_loaders
+    if loader == "torch":
+        from phiscale.data import torch_loaders
+
+        return torch_loaders
+    raise PhiscaleError(f"data.loader={loader!r} is not one of {', '.join(LOADERS)}")
+
+
+def make_train_loader(
+    source: str | Path, *, loader: str = "ffcv", batch_size: int, num_workers: int, resolution: int,
+    mean: Sequence[float], std: Sequence[float], device: torch.device | str, distributed: bool = False,
+    seed: int = 0, order: str = "random", os_cache: bool = True, batches_ahead: int = 3,
+    num_classes: int | None = None,
+) -> BatchLoader:
+    """Train batches from `source` (a `.beton` for loader="ffcv", an ImageFolder for "torch"):
+    random-resized-crop, flip, normalise (mean/std in 0-255 units), channels_last on `device`."""
+    check_loader_args(batch_size=batch_size, num_workers=num_workers, resolution=resolution, mean=mean,
+                      std=std, order=order)
+    return _backend(loader).create_train_loader(
+        source, batch_size=int(batch_size), num_workers=int(num_workers), resolution=int(resolution),
+        mean=[float(m) for m in mean], std=[float(s) for s in std], device=torch.device(device),
+        distributed=distributed, seed=int(seed), order=order, os_cache=os_cache,
+        batches_ahead=int(batches_ahead), num_classes=num_classes,
+    )
+
+
+def make_val_loader(
+    source: str | Path, *, loader: str = "ffcv", batch_size: int, num_workers: int, resolution: int,
+    mean: Sequence[float], std: Sequence[float], device: torch.device | str, distributed: bool = False,
+    crop_ratio: float = 224 / 256, os_cache: bool = True, batches_ahead: int = 3,
+    num_classes: int | None = None,
+) -> BatchLoader:
+    """Val batches: center crop (crop_ratio of the shorter side) at `resolution`, every sample once
+    per epoch across all ranks, the last batch kept."""
+    check_loader_args(batch_size=batch_size, num_workers=num_workers, resolution=resolution, mean=mean,
+                      std=std, crop_ratio=crop_ratio)
+    return _backend(loader).create_val_loader(
+        source, batch_size=int(batch_size), num_workers=int(num_workers), resolution=int(resolution),
+        mean=[float(m) for m in mean], std=[float(s) for s in std], device=torch.device(device),
+        distributed=distributed, crop_ratio=float(crop_ratio), os_cache=os_cache,
+        batches_ahead=int(batches_ahead), num_classes=num_classes,
+    )

@@ -1,0 +1,36 @@
+"""From the `data` config to the two paths the loaders open."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from phiscale.data.beton_file import check_beton
+from phiscale.data.imagefolder import scan_image_folder
+from phiscale.errors import PhiscaleError
+
+
+def dataset_sources(data_cfg: Mapping) -> tuple[Path, Path]:
+    """(train_source, val_source) for `data_cfg` (conf/data/*.yaml): the embedded digits when
+    name=digits and the paths are null, otherwise the configured paths, checked to exist."""
+    name, loader = data_cfg.get("name"), data_cfg.get("loader", "ffcv")
+    if loader not in ("ffcv", "torch"):
+        raise PhiscaleError(f"data.loader={loader!r} is not one of ffcv, torch")
+    paths = [data_cfg.get("train_path"), data_cfg.get("val_path")]
+    if name == "digits" and paths == [None, None]:
+        from phiscale.data.digits import ensure_digits
+
+        digits = ensure_digits(betons=loader == "ffcv")
+        return (digits.train_beton, digits.val_beton) if loader == "ffcv" else (digits.train_dir, digits.val_dir)
+    sources = []
+    for split, path in zip(("train", "val"), paths, strict=True):
+        if path is None:
+            raise PhiscaleError(f"data.{split}_path is not set for data={name}: give a "
+                                f"{'.beton file' if loader == 'ffcv' else 'ImageFolder directory'}")
+        path = Path(str(path)).expanduser()
+        if loader == "ffcv":
+            check_beton(path, num_classes=data_cfg.get("num_classes"))
+        else:
+            scan_image_folder(path)
+        sources.append(path)
+    return sources[0], sources[1]

@@ -1,0 +1,173 @@
+"""Plain PyTorch loaders over an ImageFolder (PIL decode, the FFCV augmentations re-done in numpy/PIL,
+no torchvision): `data.loader=torch`, for machines without FFCV and as the benchmark's baseline."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from phiscale.data.batch_loader import CUDA_IMAGE_DTYPE, Normalize, rank_and_world_size, val_shard
+from phiscale.data.imagefolder import ImageFolderIndex, scan_image_folder
+from phiscale.errors import PhiscaleError
+
+# Inception-style crop (Szegedy et al. 2015), as torchvision's RandomResizedCrop and FFCV's decoder.
+CROP_SCALE, CROP_RATIO = (0.08, 1.0), (3 / 4, 4 / 3)
+
+
+def random_resized_crop_box(rng: np.random.Generator, width: int, height: int,
+                            scale=CROP_SCALE, ratio=CROP_RATIO) -> tuple[int, int, int, int]:
+    """(left, top, w, h) of a crop with a random area fraction and aspect ratio; after 10 misses, the
+    center crop clamped to `ratio` (torchvision's `RandomResizedCrop.get_params`)."""
+    area = width * height
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target_area = area * rng.uniform(*scale)
+        aspect = math.exp(rng.uniform(*log_ratio))
+        w = round(math.sqrt(target_area * aspect))
+        h = round(math.sqrt(target_area / aspect))
+        if 0 < w <= width and 0 < h <= height:
+            return int(rng.integers(0, width - w + 1)), int(rng.integers(0, height - h + 1)), w, h
+    in_ratio = width / height
+    if in_ratio < ratio[0]:
+        w, h = width, round(width / ratio[0])
+    elif in_ratio > ratio[1]:
+        w, h = round(height * ratio[1]), height
+    else:
+        w, h = width, height
+    return (width - w) // 2, (height - h) // 2, w, h
+
+
+def center_crop(img: Image.Image, resolution: int, crop_ratio: float) -> Image.Image:
+    """Resize the shorter side to resolution / crop_ratio, then take the center resolution^2
+    (torchvision's Resize(int(res / ratio)) + CenterCrop(res))."""
+    short = int(resolution / crop_ratio)
+    width, height = img.size
+    if width <= height:
+        size = (short, int(short * height / width))
+    else:
+        size = (int(short * width / height), short)
+    img = img.resize(size, Image.BILINEAR)
+    left, top = round((size[0] - resolution) / 2.0), round((size[1] - resolution) / 2.0)
+    return img.crop((left, top, left + resolution, top + resolution))
+
+
+class ImageFolderSamples(Dataset):
+    """(uint8 HWC tensor, label) per index; a crop's randomness depends only on (seed, epoch, index),
+    so an epoch is the same whatever worker decodes it and whether or not the run was resumed."""
+
+    def __init__(self, index: ImageFolderIndex, *, train: bool, resolution: int, crop_ratio: float, seed: int):
+        self.samples, self.train, self.resolution = index.samples, train, resolution
+        self.crop_ratio, self.seed, self.epoch = crop_ratio, seed, 0
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        path, label = self.samples[i]
+        try:
+            with Image.open(path) as f:
+                img = f.convert("RGB")
+        except Exception as err:  # noqa: BLE001 - PIL raises many types for a bad file
+            raise PhiscaleError(f"{str(path)!r} is not a readable image ({err}): remove or replace it") from err
+        res = self.resolution
+        if self.train:
+            rng = np.random.default_rng((self.seed, self.epoch, i))
+            left, top, w, h = random_resized_crop_box(rng, *img.size)
+            img = img.resize((res, res), Image.BILINEAR, box=(left, top, left + w, top + h))
+            if rng.random() < 0.5:
+                img = img.transpose(Image.FLIP_LEFT_RIGHT)
+        else:
+            img = center_crop(img, res, self.crop_ratio)
+        return torch.from_numpy(np.asarray(img).copy()), label
+
+
+class TorchBatchLoader:
+    """A DataLoader over `ImageFolderSamples` as a `BatchLoader`; normalises on the device."""
+
+    def __init__(self, dataset: ImageFolderSamples, order_fn, *, batch_size: int, num_workers: int,
+                 device: torch.device, mean: Sequence[float], std: Sequence[float], drop_last: bool,
+                 batches_ahead: int, num_samples: int):
+        self.dataset, self._order_fn, self.device = dataset, order_fn, device
+        self.batch_size, self.num_workers, self.drop_last = batch_size, num_workers, drop_last
+        self.batches_ahead, self.num_samples, self.next_epoch = batches_ahead, num_samples, 0
+        dtype = CUDA_IMAGE_DTYPE if device.type == "cuda" else torch.float32
+        self._normalize = Normalize(mean, std, device, dtype)
+
+    def __len__(self) -> int:
+        return self.num_samples // self.batch_size if self.drop_last else -(-self.num_samples // self.batch_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.next_epoch = int(epoch)
+
+    def set_resolution(self, resolution: int) -> None:
+        if not self.dataset.train:
+            raise PhiscaleError("set_resolution is for train loaders: build a new val loader for another resolution")
+        self.dataset.resolution = int(resolution)  # workers are forked per epoch, so the next epoch sees it
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        epoch, self.next_epoch = self.next_epoch, self.next_epoch + 1
+        self.dataset.epoch = epoch
+        loader = DataLoader(
+            self.dataset, batch_size=self.batch_size, sampler=self._order_fn(epoch).tolist(),
+            num_workers=self.num_workers, drop_last=self.drop_last, pin_memory=self.device.type == "cuda",
+            prefetch_factor=self.batches_ahead if self.num_workers > 0 else None,
+        )
+        for images, labels in loader:
+            images = images.to(self.device, non_blocking=True).permute(0, 3, 1, 2)  # NHWC = channels_last
+            yield self._normalize(images), labels.to(self.device, non_blocking=True)
+
+
+def _open(source: str | Path, num_classes: int | None) -> ImageFolderIndex:
+    if Path(source).suffix == ".beton":
+        raise PhiscaleError(f"{str(source)!r} is a .beton: data.loader=torch reads an ImageFolder; use data.loader=ffcv")
+    index = scan_image_folder(source)
+    if num_classes is not None and len(index.classes) > num_classes:
+        raise PhiscaleError(
+            f"ImageFolder {str(index.root)!r} has {len(index.classes)} classes but num_classes={num_classes}: "
+            f"set data.num_classes={len(index.classes)} (or more)"
+        )
+    return index
+
+
+def create_train_loader(
+    source: str | Path, *, batch_size: int, num_workers: int, resolution: int, mean: Sequence[float],
+    std: Sequence[float], device: torch.device, distributed: bool = False, seed: int = 0,
+    order: str = "random", os_cache: bool = True, batches_ahead: int = 3, num_classes: int | None = None,
+) -> TorchBatchLoader:
+    """Random-resized-crop + flip, a seeded permutation per epoch (seed + epoch, as FFCV), padded and
+    split across ranks like DistributedSampler; drops the last partial batch. `order` and `os_cache`
+    are FFCV settings: quasi_random is a plain random order here."""
+    index = _open(source, num_classes)
+    rank, world = rank_and_world_size(distributed)
+    n = len(index)
+    per_rank = -(-n // world)
+
+    def order_fn(epoch: int) -> np.ndarray:
+        perm = np.random.default_rng(seed + epoch).permutation(n)
+        perm = np.concatenate([perm, perm[: per_rank * world - n]])  # pad, as DistributedSampler
+        return perm[rank::world]
+
+    dataset = ImageFolderSamples(index, train=True, resolution=resolution, crop_ratio=1.0, seed=seed)
+    return TorchBatchLoader(dataset, order_fn, batch_size=batch_size, num_workers=num_workers, device=device,
+                            mean=mean, std=std, drop_last=True, batches_ahead=batches_ahead, num_samples=per_rank)
+
+
+def create_val_loader(
+    source: str | Path, *, batch_size: int, num_workers: int, resolution: int, mean: Sequence[float],
+    std: Sequence[float], device: torch.device, distributed: bool = False, crop_ratio: float = 224 / 256,
+    os_cache: bool = True, batches_ahead: int = 3, num_classes: int | None = None,
+) -> TorchBatchLoader:
+    """Center crop at `resolution`, in file order; with `distributed`, every sample once across ranks."""
+    index = _open(source, num_classes)
+    rank, world = rank_and_world_size(distributed)
+    shard = val_shard(len(index), rank, world).astype(np.int64)
+    dataset = ImageFolderSamples(index, train=False, resolution=resolution, crop_ratio=crop_ratio, seed=0)
+    return TorchBatchLoader(dataset, lambda epoch: shard, batch_size=batch_size, num_workers=num_workers,
+                            device=device, mean=mean, std=std, drop_last=False, batches_ahead=batches_ahead,
+                            num_samples=len(shard))
