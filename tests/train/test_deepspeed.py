@@ -1,0 +1,175 @@
+"""DeepSpeed: the trainer configs build valid ZeRO configs, and ZeRO training + export work on CPU.
+
+Lightning refuses DeepSpeed on CPU, so the training check drives raw `deepspeed.initialize` in two
+gloo processes (tests/train/deepspeed_smoke_worker.py); the GPU path runs in benchmarks/gpu_check.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from phiscale.cli.export import main as export_main
+from phiscale.errors import PhiscaleError
+from phiscale.paths import cache_dir
+from phiscale.train.deepspeed import DS_DEFAULTS, deepspeed_config, deepspeed_strategy
+
+ROOT = Path(__file__).resolve().parents[2]
+WORKER = Path(__file__).with_name("deepspeed_smoke_worker.py")
+
+
+def trainer_yaml(stage: int):
+    return OmegaConf.load(ROOT / "conf" / "trainer" / f"deepspeed_stage_{stage}.yaml")
+
+
+@pytest.mark.parametrize("stage", [1, 2, 3])
+def test_trainer_group_composes_gpu_then_deepspeed(stage):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(str(ROOT / "conf" / "trainer"), version_base="1.3"):
+        tcfg = compose(config_name=f"deepspeed_stage_{stage}")
+    assert (tcfg.accelerator, tcfg.strategy, tcfg.precision) == ("gpu", "deepspeed", "bf16-mixed")
+    assert tcfg.channels_last is False  # DeepSpeed cannot broadcast channels_last weights
+    assert tcfg.deepspeed.stage == stage and "max_epochs" in tcfg  # the rest comes from gpu/cpu
+
+
+@pytest.mark.parametrize("stage", [1, 2, 3])
+def test_trainer_yaml_builds_the_zero_config_for_its_stage(stage):
+    tcfg = trainer_yaml(stage)
+    assert list(tcfg.defaults) == ["gpu", "_self_"] and tcfg.strategy == "deepspeed"
+    assert set(tcfg.deepspeed) == set(DS_DEFAULTS)
+    config = deepspeed_config(tcfg.deepspeed, micro_batch_size=64, grad_accum=2, precision=tcfg.precision)
+    zero = config["zero_optimization"]
+    assert zero["stage"] == stage
+    assert zero["overlap_comm"] and zero["contiguous_gradients"] and zero["reduce_bucket_size"] == 500_000_000
+    assert ("allgather_bucket_size" in zero) == (stage < 3)
+    assert "offload_optimizer" not in zero and "offload_param" not in zero
+    assert config["bf16"] == {"enabled": True} and "fp16" not in config
+    assert (config["train_micro_batch_size_per_gpu"], config["gradient_accumulation_steps"]) == (64, 2)
+    json.dumps(config)  # DeepSpeed takes it as JSON: plain types only
+
+
+def test_offloads_go_to_pinned_cpu_memory():
+    config = deepspeed_config(
+        {"stage": 3, "offload_optimizer": True, "offload_parameters": True, "pin_memory": False},
+        micro_batch_size=8,
+        grad_clip=1.0,
+        precision="32-true",
+    )
+    zero = config["zero_optimization"]
+    assert zero["offload_optimizer"] == {"device": "cpu", "pin_memory": False}
+    assert zero["offload_param"] == {"device": "cpu", "pin_memory": False}
+    assert config["gradient_clipping"] == 1.0 and "bf16" not in config
+
+
+@pytest.mark.parametrize(
+    ("ds_cfg", "match"),
+    [
+        ({"stage": 2, "offload_parameters": True}, r"offload_parameters=true needs ZeRO stage 3"),
+        ({"stage": 4}, r"trainer.deepspeed.stage=4 is not a ZeRO stage"),
+        ({"stage": 2, "offload": True}, r"unknown trainer.deepspeed key\(s\) \['offload'\]"),
+        ({"reduce_bucket_size": 0}, r"trainer.deepspeed.reduce_bucket_size=0"),
+    ],
+)
+def test_bad_deepspeed_settings_name_the_key(ds_cfg, match):
+    with pytest.raises(PhiscaleError, match=match):
+        deepspeed_config(ds_cfg, micro_batch_size=8)
+
+
+def test_lightning_strategy_leaves_grad_accumulation_to_the_trainer():
+    strategy = deepspeed_strategy(trainer_yaml(2).deepspeed, micro_batch_size=32, grad_accum=4)
+    assert strategy.config["zero_optimization"]["stage"] == 2
+    assert strategy.config["train_micro_batch_size_per_gpu"] == 32
+    # Lightning refuses this key and sets it from Trainer(accumulate_grad_batches=...).
+    assert "gradient_accumulation_steps" not in strategy.config
+
+
+# ------------------------------------------------------------------ CPU smoke run -----
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def zero_checkpoints(tmp_path_factory) -> Path:
+    """Two gloo ranks train ZeRO 1/2/3 for a few steps and save sharded checkpoints (~15 s warm;
+    the first run on a machine also compiles DeepSpeed's CPU comm op, ~70 s, into the cache)."""
+    out = tmp_path_factory.mktemp("zero")
+    port = str(_free_port())
+    procs = []
+    for rank in (0, 1):
+        env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "OMP_NUM_THREADS": "1"}  # fmt: skip
+        log = open(out / f"rank{rank}.log", "w")  # noqa: SIM115  (closed below)
+        procs.append((subprocess.Popen([sys.executable, str(WORKER), str(out), "1,2,3"], env=env,
+                                       stdout=log, stderr=subprocess.STDOUT), log))  # fmt: skip
+    try:
+        codes = [p.wait(timeout=400) for p, _ in procs]
+    finally:
+        for p, log in procs:
+            p.kill() if p.poll() is None else None
+            log.close()
+    logs = "\n".join((out / f"rank{r}.log").read_text()[-3000:] for r in (0, 1))
+    assert codes == [0, 0], f"DeepSpeed smoke ranks exited {codes}:\n{logs}"
+    return out
+
+
+def _worker():
+    sys.path.insert(0, str(WORKER.parent))
+    try:
+        import deepspeed_smoke_worker
+    finally:
+        sys.path.pop(0)
+    return deepspeed_smoke_worker
+
+
+def _make_net():
+    return _worker().make_net()
+
+
+def _net_loss(state_dict) -> float:
+    net = _make_net()
+    net.load_state_dict(state_dict)
+    x, y = _worker().batch()
+    with torch.no_grad():  # train mode: batch statistics, as during the smoke run
+        return torch.nn.functional.cross_entropy(net.train()(x), y).item()
+
+
+@pytest.mark.slow
+def test_zero_stages_train_on_cpu_and_loss_goes_down(zero_checkpoints):
+    losses = json.loads((zero_checkpoints / "losses.json").read_text())
+    assert set(losses) == {"1", "2", "3"}
+    for stage, curve in losses.items():
+        assert curve[-1] < 0.8 * curve[0], f"ZeRO stage {stage} did not learn: losses {curve}"
+    assert (cache_dir("torch_extensions") / "deepspeed_shm_comm").is_dir(), (
+        "the compiled comm op is not cached"
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("stage", "checkpoint"),
+    [(1, "stage1"), (2, "stage2"), (2, "stage2/global_step8"), (3, "stage3/last.ckpt")],
+    ids=["zero1-raw", "zero2-raw", "zero2-tag-folder", "zero3-lightning-layout"],
+)
+def test_export_consolidates_shards_into_the_trained_fp32_weights(
+    zero_checkpoints, tmp_path, capsys, stage, checkpoint
+):
+    out = tmp_path / "model.pt"
+    export_main([str(zero_checkpoints / checkpoint), str(out)])
+    assert "phiscale-export: wrote" in capsys.readouterr().out
+    state = torch.load(out, weights_only=True)
+    assert all(v.dtype == torch.float32 for v in state.values() if v.is_floating_point())
+    assert set(state) == set(_make_net().state_dict()), f"exported keys {sorted(state)}"
+    # The merged weights are the trained ones: their loss matches the end of training, not the start.
+    curve = json.loads((zero_checkpoints / "losses.json").read_text())[str(stage)]
+    assert _net_loss(state) < 0.8 * curve[0], f"exported weights look untrained (stage {stage})"
