@@ -7,7 +7,7 @@ setup:
 	@bash scripts/setup.sh
 
 demo: setup
-	$(BIN)/phiscale-train
+	$(BIN)/phiscale-train experiment=digits_demo
 
 test: setup
 	bash scripts/test.sh

@@ -11,3 +11,42 @@ ROOT = Path(__file__).resolve().parents[1]
 # numba's and DeepSpeed's compiled artefacts survive between runs.
 os.environ.setdefault("PHISCALE_CACHE", str(ROOT / ".cache" / "phiscale"))
 os.environ.setdefault("NUMBA_THREADING_LAYER", "omp")
+
+import pytest  # noqa: E402
+
+# A CPU training config that runs in seconds: tiny model, the embedded digits, two short epochs.
+FAST = [
+    "model=mobilenet_v3_small",
+    "model.width_mult=0.5",
+    "trainer.max_epochs=2",
+    "trainer.limit_train_batches=6",
+    "trainer.log_every_n_steps=2",
+    "trainer.ckpt_every_n_steps=4",
+    "trainer.progress_bar=false",
+    "data.batch_size=32",
+    "data.num_workers=1",
+    "optim=sgd_cosine",
+]
+
+
+@pytest.fixture
+def store(tmp_path):
+    """Overrides that send outputs and the MLflow store into tmp_path."""
+    return [f"paths.root={tmp_path}/outputs", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db"]
+
+
+@pytest.fixture
+def fast_overrides(store):
+    """FAST + the temporary store, as `phiscale-train` arguments."""
+    return [*FAST, *store]
+
+
+@pytest.fixture
+def fast_cfg(fast_overrides):
+    """Compose the config `phiscale-train <FAST> <store> <extra>` would run."""
+    from phiscale.conf_path import compose_config
+
+    def make(*extra: str):
+        return compose_config([*fast_overrides, *extra])
+
+    return make

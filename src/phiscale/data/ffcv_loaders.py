@@ -36,6 +36,7 @@ def create_train_loader(
     path: str | Path, *, batch_size: int, num_workers: int, resolution: int, mean: Sequence[float],
     std: Sequence[float], device: torch.device, distributed: bool = False, seed: int = 0,
     order: str = "random", os_cache: bool = True, batches_ahead: int = 3, num_classes: int | None = None,
+    min_crop_scale: float = CROP_SCALE[0],
 ) -> FfcvBatchLoader:
     """Random-resized-crop + flip + normalise, in a fresh random order each epoch; drops the last
     partial batch; with `distributed`, FFCV's DistributedSampler-style split (padded to equal ranks)."""
@@ -44,7 +45,8 @@ def create_train_loader(
         raise PhiscaleError("data.order=quasi_random is not implemented by FFCV with distributed=True: "
                             "use data.order=random for multi-device runs")
     rank, world = rank_and_world_size(distributed)
-    decoder = RandomResizedCropRGBImageDecoder((resolution, resolution), scale=CROP_SCALE, ratio=CROP_RATIO)
+    decoder = RandomResizedCropRGBImageDecoder((resolution, resolution), scale=(float(min_crop_scale), 1.0),
+                                               ratio=CROP_RATIO)
     image_pipeline = [decoder, RandomHorizontalFlip(), *_to_torch_image(device, mean, std)]
     label_pipeline = [IntDecoder(), ToTensor(), Squeeze(1), ToDevice(device, non_blocking=True)]
     threads = torch.get_num_threads()

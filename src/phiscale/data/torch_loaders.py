@@ -61,8 +61,10 @@ class ImageFolderSamples(Dataset):
     """(uint8 HWC tensor, label) per index; a crop's randomness depends only on (seed, epoch, index),
     so an epoch is the same whatever worker decodes it and whether or not the run was resumed."""
 
-    def __init__(self, index: ImageFolderIndex, *, train: bool, resolution: int, crop_ratio: float, seed: int):
+    def __init__(self, index: ImageFolderIndex, *, train: bool, resolution: int, crop_ratio: float, seed: int,
+                 min_crop_scale: float = CROP_SCALE[0]):
         self.samples, self.train, self.resolution = index.samples, train, resolution
+        self.crop_scale = (float(min_crop_scale), 1.0)
         self.crop_ratio, self.seed, self.epoch = crop_ratio, seed, 0
 
     def __len__(self) -> int:
@@ -78,7 +80,7 @@ class ImageFolderSamples(Dataset):
         res = self.resolution
         if self.train:
             rng = np.random.default_rng((self.seed, self.epoch, i))
-            left, top, w, h = random_resized_crop_box(rng, *img.size)
+            left, top, w, h = random_resized_crop_box(rng, *img.size, scale=self.crop_scale)
             img = img.resize((res, res), Image.BILINEAR, box=(left, top, left + w, top + h))
             if rng.random() < 0.5:
                 img = img.transpose(Image.FLIP_LEFT_RIGHT)
@@ -139,6 +141,7 @@ def create_train_loader(
     source: str | Path, *, batch_size: int, num_workers: int, resolution: int, mean: Sequence[float],
     std: Sequence[float], device: torch.device, distributed: bool = False, seed: int = 0,
     order: str = "random", os_cache: bool = True, batches_ahead: int = 3, num_classes: int | None = None,
+    min_crop_scale: float = CROP_SCALE[0],
 ) -> TorchBatchLoader:
     """Random-resized-crop + flip, a seeded permutation per epoch (seed + epoch, as FFCV), padded and
     split across ranks like DistributedSampler; drops the last partial batch. `order` and `os_cache`
@@ -153,7 +156,8 @@ def create_train_loader(
         perm = np.concatenate([perm, perm[: per_rank * world - n]])  # pad, as DistributedSampler
         return perm[rank::world]
 
-    dataset = ImageFolderSamples(index, train=True, resolution=resolution, crop_ratio=1.0, seed=seed)
+    dataset = ImageFolderSamples(index, train=True, resolution=resolution, crop_ratio=1.0, seed=seed,
+                                 min_crop_scale=min_crop_scale)
     return TorchBatchLoader(dataset, order_fn, batch_size=batch_size, num_workers=num_workers, device=device,
                             mean=mean, std=std, drop_last=True, batches_ahead=batches_ahead, num_samples=per_rank)
 

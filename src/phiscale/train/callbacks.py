@@ -1,0 +1,212 @@
+"""Training callbacks: throughput, last/periodic checkpoints, signals, progressive resizing."""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as L
+import torch
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+
+from phiscale.train.module import NonFiniteLoss
+
+LAST = "last.ckpt"
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak allocated device memory (CUDA) or peak resident set size of this process (CPU)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+class ThroughputMonitor(L.Callback):
+    """Logs images/s (global and per device), step time, data-wait fraction and peak memory.
+
+    Averages over the logging window, synchronising CUDA only at window boundaries, so the
+    numbers are exact for the window without slowing every step.
+    """
+
+    def __init__(self, log_every_n_steps: int) -> None:
+        self.every = max(1, log_every_n_steps)
+        self._reset(None)
+
+    def _reset(self, now: float | None) -> None:
+        self._window_start = now
+        self._last_end = now
+        self._images = 0
+        self._steps = 0
+        self._wait = 0.0
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._reset(None)  # the first step of an epoch includes loader start-up: not counted
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        now = time.perf_counter()
+        if self._last_end is not None:
+            self._wait += now - self._last_end
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        now = time.perf_counter()
+        if self._window_start is None:
+            self._reset(now)
+            return
+        self._images += len(batch[1])
+        self._steps += 1
+        self._last_end = now
+        if trainer.global_step % self.every:
+            return
+        device = pl_module.device
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+            now = time.perf_counter()
+        elapsed = max(now - self._window_start, 1e-9)
+        per_device = self._images / elapsed
+        pl_module.log_dict(
+            {
+                "perf/images_per_s": per_device * trainer.world_size,
+                "perf/images_per_s_per_device": per_device,
+                "perf/step_time_s": elapsed / self._steps,
+                "perf/data_wait_frac": min(1.0, self._wait / elapsed),
+                "perf/peak_memory_mb": peak_memory_mb(device),
+            },
+            on_step=True,
+            on_epoch=False,
+            rank_zero_only=True,
+        )
+        self._reset(time.perf_counter())
+
+
+class LastCheckpoint(L.Callback):
+    """`last.ckpt` every N optimizer steps and at every epoch end (after validation).
+
+    Lightning writes checkpoints atomically; the MLflow buffer is flushed first, so every
+    metric up to the checkpoint is in the run before the checkpoint exists.
+    """
+
+    def __init__(self, ckpt_dir: Path, every_n_steps: int) -> None:
+        self.path = Path(ckpt_dir) / LAST
+        self.every = max(1, every_n_steps)
+        self._saved_at = -1
+
+    def save(self, trainer) -> None:
+        if trainer.global_step == self._saved_at:
+            return
+        for logger in trainer.loggers:
+            logger.save()
+        trainer.save_checkpoint(self.path, weights_only=False)
+        self._saved_at = trainer.global_step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if trainer.global_step % self.every == 0:
+            self.save(trainer)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.save(trainer)
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        if isinstance(exception, NonFiniteLoss):
+            # The optimizer has not stepped on the bad loss: these weights are the last good ones.
+            path = self.path.with_name(f"nonfinite-step{trainer.global_step}.ckpt")
+            trainer.save_checkpoint(path, weights_only=False)
+            rank_zero_info(f"phiscale: saved {path}")
+
+
+class SignalCheckpoint(L.Callback):
+    """SIGUSR1 / SIGTERM: save `last.ckpt`, stop cleanly, and (on SLURM, for SIGUSR1) requeue.
+
+    Our handlers replace Lightning's at train start. All ranks agree on stopping at the same
+    step, so the checkpoint is collective-safe under DDP and DeepSpeed.
+    """
+
+    SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
+
+    def __init__(self, last: LastCheckpoint, requeue_on_slurm: bool = True) -> None:
+        self.last = last
+        self.requeue_on_slurm = requeue_on_slurm
+        self.received: int | None = None
+        self.stopped_by_signal = False
+
+    def _handler(self, signum, frame) -> None:
+        self.received = signum
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        for sig in self.SIGNALS:
+            signal.signal(sig, self._handler)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        stop = self.received is not None
+        if trainer.world_size > 1:
+            stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
+        if not stop:
+            return
+        name = signal.Signals(self.received).name if self.received else "a signal on another rank"
+        rank_zero_info(f"phiscale: received {name} at step {trainer.global_step}: saving {self.last.path}")
+        self.last.save(trainer)
+        self.stopped_by_signal = True
+        trainer.should_stop = True
+
+    @property
+    def should_requeue(self) -> bool:
+        return (
+            self.stopped_by_signal
+            and self.requeue_on_slurm
+            and self.received == signal.SIGUSR1
+            and bool(os.environ.get("SLURM_JOB_ID"))
+        )
+
+
+def requeue_slurm_job() -> None:
+    """Ask SLURM to requeue this job: it restarts later and resumes from last.ckpt."""
+    job = os.environ["SLURM_JOB_ID"]
+    if os.environ.get("SLURM_ARRAY_JOB_ID"):
+        job = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+    result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
+    if result.returncode != 0:
+        rank_zero_warn(f"phiscale: `scontrol requeue {job}` failed: {result.stderr.strip()}")
+    else:
+        rank_zero_info(f"phiscale: requeued SLURM job {job}")
+
+
+def progressive_resolution(epoch: int, max_epochs: int, *, final: int, min_ratio: float, start: float, end: float) -> int:
+    """Train resolution for `epoch`: ramps linearly from min_ratio·final to final between the
+    `start` and `end` fractions of training (the schedule of ffcv-imagenet), in steps of 8 px."""
+    low = max(32, int(round(final * min_ratio / 8)) * 8)
+    first, last = start * max_epochs, end * max_epochs
+    if epoch <= first or last <= first:
+        res = low if epoch <= first and last > first else final
+    elif epoch >= last:
+        res = final
+    else:
+        res = low + (final - low) * (epoch - first) / (last - first)
+    return min(final, max(32, int(round(res / 8)) * 8))
+
+
+class ProgressiveResize(L.Callback):
+    """Sets the train loader's resolution at each epoch start."""
+
+    def __init__(self, *, final: int, min_ratio: float, start: float, end: float) -> None:
+        self.kwargs: dict[str, Any] = dict(final=final, min_ratio=min_ratio, start=start, end=end)
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        res = progressive_resolution(trainer.current_epoch, trainer.max_epochs or 1, **self.kwargs)
+        trainer.datamodule.train_loader.set_resolution(res)
+        pl_module.log("train/resolution", float(res), on_step=False, on_epoch=True, rank_zero_only=True)
+
+
+class ResumeSkip(L.Callback):
+    """On a mid-epoch resume, skip the batches of the current epoch the checkpoint already saw,
+    so the resumed run sees the same batches as an uninterrupted one."""
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        epoch_loop = trainer.fit_loop.epoch_loop
+        done = epoch_loop.batch_progress.current.completed
+        loader = getattr(trainer.datamodule, "train_loader", None)
+        if epoch_loop.restarting and 0 < done < trainer.num_training_batches and loader is not None:
+            loader.skip_batches = done

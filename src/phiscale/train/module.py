@@ -1,0 +1,130 @@
+"""The LightningModule: one image classifier, its loss, metrics, optimiser and EMA weights."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import lightning.pytorch as L
+import torch
+from torch import nn
+
+from phiscale.errors import PhiscaleError
+from phiscale.train.ema import ModelEma
+from phiscale.train.optim import build_lr_schedule, build_optimizer
+
+
+class NonFiniteLoss(PhiscaleError):
+    """The loss became NaN or inf: training stops with a checkpoint (see NonFiniteLossGuard)."""
+
+
+def topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> list[torch.Tensor]:
+    """Number of samples whose label is among the top-k logits, for each k (k capped at #classes)."""
+    kmax = min(max(ks), logits.shape[1])
+    top = logits.topk(kmax, dim=1).indices
+    hits = top.eq(labels[:, None])
+    return [hits[:, : min(k, kmax)].any(dim=1).sum() for k in ks]
+
+
+class ImageClassifier(L.LightningModule):
+    """Trains `model` with label-smoothed cross-entropy; logs top-1/top-5 (and EMA's) per epoch.
+
+    `optim_cfg` is the resolved `optim` config group; `global_batch_size` drives the LR scaling rule.
+    `run_config` (the whole resolved config) is stored in the checkpoint so `phiscale-eval` and
+    `phiscale-export` can rebuild the model from the checkpoint alone.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        optim_cfg: Mapping[str, Any],
+        global_batch_size: int,
+        channels_last: bool = True,
+        compile_model: bool = False,
+        run_config: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["model"])
+        self.model = model
+        self.optim_cfg = dict(optim_cfg)
+        self.global_batch_size = global_batch_size
+        self.channels_last = channels_last
+        if channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        ema_decay = self.optim_cfg.get("ema_decay")
+        self.ema = ModelEma(self.model, decay=ema_decay) if ema_decay else None
+        self._forward = torch.compile(self.model) if compile_model else self.model
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=float(self.optim_cfg.get("label_smoothing") or 0.0))
+        self.best_val_top1 = 0.0
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self._forward(self._match_dtype(images))
+
+    def _match_dtype(self, images: torch.Tensor) -> torch.Tensor:
+        """CUDA loaders hand over fp16 batches; outside autocast, meet the weights' dtype."""
+        weight_dtype = next(self.model.parameters()).dtype
+        if images.dtype != weight_dtype and not torch.is_autocast_enabled(images.device.type):
+            images = images.to(weight_dtype)
+        return images
+
+    # -- training ------------------------------------------------------------------
+    def training_step(self, batch, batch_idx: int):
+        images, labels = batch
+        logits = self(images)
+        loss = self.criterion(logits.float(), labels)
+        if not torch.isfinite(loss.detach()):
+            raise NonFiniteLoss(
+                f"loss is {loss.item()} at step {self.global_step} (epoch {self.current_epoch}); "
+                "a checkpoint was saved: lower optim.lr_per_256, set trainer.gradient_clip_val, "
+                "or check the data"
+            )
+        self.log("train/loss", loss.detach(), on_step=True, on_epoch=False, prog_bar=True, batch_size=len(labels))
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if self.ema is not None:
+            self.ema.update(self.model, step=self.global_step)
+
+    # -- validation ------------------------------------------------------------------
+    def validation_step(self, batch, batch_idx: int) -> None:
+        images, labels = batch
+        self._log_eval("val", self(images), labels)
+        if self.ema is not None:
+            self._log_eval("val_ema", self.ema(self._match_dtype(images)), labels)
+
+    def _log_eval(self, prefix: str, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        n = len(labels)
+        loss = nn.functional.cross_entropy(logits.float(), labels)
+        top1, top5 = topk_correct(logits, labels)
+        # Epoch means weighted by batch size and reduced across ranks = exact dataset accuracy.
+        metrics = {f"{prefix}/loss": loss, f"{prefix}/top1": top1 / n, f"{prefix}/top5": top5 / n}
+        self.log_dict(metrics, on_step=False, on_epoch=True, sync_dist=True, batch_size=n, prog_bar=prefix == "val")
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            return
+        top1 = self.trainer.callback_metrics.get("val/top1")
+        if top1 is not None:
+            self.best_val_top1 = max(self.best_val_top1, float(top1))
+            self.log("val/top1_best", self.best_val_top1, sync_dist=False, rank_zero_only=True)
+
+    # -- optimiser -------------------------------------------------------------------
+    def configure_optimizers(self):
+        optimizer = build_optimizer(self.optim_cfg, self.model, self.global_batch_size)
+        max_epochs = max(1, self.trainer.max_epochs or 1)
+        total_steps = self.trainer.estimated_stepping_batches
+        steps_per_epoch = max(1, int(total_steps // max_epochs)) if total_steps != float("inf") else 1000
+        schedule = build_lr_schedule(self.optim_cfg, optimizer, steps_per_epoch=steps_per_epoch, max_epochs=max_epochs)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        if self.global_step % max(1, self.trainer.log_every_n_steps) == 0:
+            self.log("train/lr", optimizer.param_groups[0]["lr"], on_step=True, on_epoch=False)
+
+    # -- checkpoint extras ------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["phiscale"] = {"best_val_top1": self.best_val_top1}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.best_val_top1 = checkpoint.get("phiscale", {}).get("best_val_top1", 0.0)

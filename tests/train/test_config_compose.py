@@ -1,0 +1,47 @@
+"""Every model × data × trainer option composes into a config the run planner accepts."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from phiscale.conf_path import compose_config, conf_dir
+
+GROUPS = {g: sorted(p.stem for p in (conf_dir() / g).glob("*.yaml")) for g in ("model", "data", "trainer", "optim", "tracking")}
+
+
+def test_every_group_has_its_options():
+    assert {"efficientnet", "efficientnet_b0", "efficientnet_b7", "mobilenet_v1", "mobilenet_v2",
+            "mobilenet_v3_large", "mobilenet_v3_small"} <= set(GROUPS["model"])
+    assert {"digits", "imagenet", "imagefolder"} <= set(GROUPS["data"])
+    assert {"cpu", "gpu", "ddp", "multinode", "deepspeed_stage_1", "deepspeed_stage_2",
+            "deepspeed_stage_3"} <= set(GROUPS["trainer"])
+    assert {"rmsprop_tf", "sgd_cosine"} <= set(GROUPS["optim"])
+
+
+@pytest.mark.parametrize(("model", "data", "trainer"), list(itertools.product(GROUPS["model"], GROUPS["data"], GROUPS["trainer"])))
+def test_model_data_trainer_compose(model, data, trainer):
+    extra = ["data.train_path=/x/train.beton", "data.val_path=/x/val.beton", "data.num_classes=10"] if data == "imagefolder" else []
+    cfg = compose_config([f"model={model}", f"data={data}", f"trainer={trainer}", *extra])
+    assert cfg.model.name == model
+    assert cfg.data.name == data
+    assert cfg.trainer.max_epochs >= 1
+    if trainer.startswith("deepspeed"):
+        assert cfg.trainer.strategy == "deepspeed" and cfg.trainer.deepspeed.stage == int(trainer[-1])
+
+
+@pytest.mark.parametrize("optim", GROUPS["optim"])
+@pytest.mark.parametrize("tracking", GROUPS["tracking"])
+def test_optim_and_tracking_compose(optim, tracking):
+    cfg = compose_config([f"optim={optim}", f"tracking={tracking}"])
+    assert cfg.optim.name == optim
+    assert "://" in cfg.tracking.uri
+
+
+def test_unknown_option_lists_the_choices():
+    from hydra.errors import MissingConfigException
+
+    with pytest.raises(MissingConfigException) as err:
+        compose_config(["model=resnet50"])
+    assert "efficientnet_b0" in str(err.value) and "mobilenet_v2" in str(err.value)

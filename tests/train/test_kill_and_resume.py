@@ -1,0 +1,83 @@
+"""SIGKILL mid-training, start again with the same output dir: one MLflow run continues.
+
+Checks the promise of docs/ARCHITECTURE.md: no second run, strictly increasing steps with no
+duplicates, the requested number of epochs, and the resumed weights are the checkpoint's.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import lightning.pytorch as L
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from phiscale.conf_path import compose_config
+from phiscale.train.run import run_training
+
+TRAIN = str(Path(sys.executable).with_name("phiscale-train"))
+EPOCHS = 5
+
+
+class CaptureStartWeights(L.Callback):
+    """Records the weights the resumed run starts from (after Lightning restored them)."""
+
+    def on_train_start(self, trainer, pl_module):
+        self.state = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
+
+
+def wait_for_checkpoint(path: Path, proc: subprocess.Popen, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists():
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"training exited ({proc.returncode}) before writing {path}:\n{proc.stderr.read()[-3000:]}")
+        time.sleep(0.2)
+    raise AssertionError(f"no {path} after {timeout} s")
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_continues_the_same_run(fast_overrides, tmp_path):
+    overrides = [*fast_overrides, f"trainer.max_epochs={EPOCHS}", "run_name=resume", "optim.ema_decay=0.99"]
+    ckpt = tmp_path / "outputs" / "runs" / "phiscale" / "resume" / "checkpoints" / "last.ckpt"
+
+    proc = subprocess.Popen([TRAIN, *overrides], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_checkpoint(ckpt, proc)
+        time.sleep(1.0)  # let it train (and log) past the checkpoint
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the first attempt finished before it could be killed"
+
+    saved = torch.load(ckpt, map_location="cpu", weights_only=False)
+    shutil.copy(ckpt, tmp_path / "killed.ckpt")
+    capture = CaptureStartWeights()
+    summary = run_training(compose_config(overrides), extra_callbacks=[capture])
+
+    # The resumed weights (model and EMA) are exactly the checkpoint's.
+    for key, value in saved["state_dict"].items():
+        assert torch.equal(capture.state[key], value), f"resumed weight {key} differs from the checkpoint"
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("phiscale").experiment_id])
+    assert len(runs) == 1, f"resume made a second run: {[r.info.run_name for r in runs]}"
+    run = runs[0]
+    assert run.info.run_id == summary["run_id"] and run.info.status == "FINISHED"
+    for key in ("train/loss", "train/lr", "val/top1", "perf/images_per_s"):
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, key)]
+        assert steps == sorted(steps) and len(steps) == len(set(steps)), f"{key} steps repeat or go back: {steps}"
+    epochs = client.get_metric_history(run.info.run_id, "val/top1")
+    assert len(epochs) == EPOCHS, f"expected {EPOCHS} val epochs, got {len(epochs)}"
+    assert summary["epoch"] == EPOCHS and summary["restarts"] == 1
+    assert run.data.metrics["run/restarts"] == 1
+    assert run.data.tags["restarts"] == "1"
+    assert os.path.exists(tmp_path / "killed.ckpt")

@@ -1,0 +1,59 @@
+"""A short real training run on digits is one MLflow run holding the params, tags, metrics
+and artifacts the tracking contract promises (docs/ARCHITECTURE.md, "MLflow schema")."""
+
+from __future__ import annotations
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from phiscale.train.run import run_training
+
+PER_STEP = ["train/loss", "train/lr", "perf/images_per_s", "perf/images_per_s_per_device",
+            "perf/step_time_s", "perf/data_wait_frac", "perf/peak_memory_mb"]
+PER_EPOCH = ["val/loss", "val/top1", "val/top5", "val/top1_best", "val_ema/top1", "val_ema/top5"]
+ONCE = ["model/params", "model/macs_train", "model/macs_eval", "model/flops_train", "model/flops_eval",
+        "model/activation_mb", "train/resolution", "eval/resolution", "run/restarts"]
+
+
+@pytest.mark.slow
+def test_short_run_is_one_complete_mlflow_run(fast_cfg, tmp_path):
+    cfg = fast_cfg("optim.ema_decay=0.99", "run_name=smoke")
+    summary = run_training(cfg)
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = client.get_experiment_by_name("phiscale")
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 1, f"expected one run, found {[r.info.run_name for r in runs]}"
+    run = runs[0]
+    assert run.info.run_id == summary["run_id"]
+    assert run.info.status == "FINISHED"
+    assert run.info.run_name == "smoke"
+
+    params = run.data.params
+    assert params["model.name"] == "mobilenet_v3_small"
+    assert params["model.width_mult"] == "0.5"
+    assert params["data.name"] == "digits"
+    assert params["trainer.max_epochs"] == "2"
+
+    tags = run.data.tags
+    assert tags["model"] == "mobilenet_v3_small" and tags["family"].startswith("mobilenet")
+    assert tags["width_mult"] == "0.5"
+    assert tags["world_size"] == "1"
+    assert len(tags["git_commit"]) >= 7 and tags["host"]
+
+    missing = [k for k in PER_STEP + PER_EPOCH + ONCE if k not in run.data.metrics]
+    assert not missing, f"metrics missing from the run: {missing}"
+    assert run.data.metrics["model/params"] > 1e5
+    assert run.data.metrics["model/flops_train"] == 2 * run.data.metrics["model/macs_train"]
+    assert run.data.metrics["train/resolution"] == 32  # 224 native * 32 base / 224
+
+    val = client.get_metric_history(run.info.run_id, "val/top1")
+    assert len(val) == 2, "one val/top1 per epoch"
+    assert all(0.0 <= m.value <= 1.0 for m in val)
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")]
+    assert steps == sorted(set(steps)) and steps[-1] >= summary["global_step"] - 2
+
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "summary.json", "checkpoints"} <= artifacts
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")] == ["checkpoints/best.ckpt"]
+    assert summary["status"] == "finished" and summary["epoch"] == 2
