@@ -137,7 +137,17 @@ class RunRecord:
 def _client(uri: str):
     from mlflow.tracking import MlflowClient
 
-    return MlflowClient(tracking_uri=uri)
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix):
+        return MlflowClient(tracking_uri=uri)
+    # The first client of a new sqlite store creates its tables (alembic migrations); processes
+    # that start together (SLURM array tasks, Hydra multirun jobs) would race on it and fail with
+    # "Online migration expected to match one row". One lock file beside the database serialises it.
+    import fcntl
+
+    with open(uri[len(prefix) :] + ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return MlflowClient(tracking_uri=uri)
 
 
 def _experiment_id(client, name: str) -> str:

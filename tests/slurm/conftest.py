@@ -3,7 +3,7 @@
 Tests get a `slurm` helper: `slurm.sbatch(script, *args, cwd=...)` submits a batch script (a path
 or its text), `slurm.wait(job_id, timeout)` polls until every task of the job has ended and
 returns their scontrol records. When a test that used it fails, the report carries the tails of
-slurmctld's and each slurmd's log.
+slurmctld's and each slurmd's log, and of the output file (`--output=`) of every job it submitted.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,24 +39,60 @@ class Slurm:
     env: dict[str, str]
     started_here: bool
     jobs: list[str] = field(default_factory=list)
+    # job id -> (the submitting test's node id, its --output path pattern, the submit dir)
+    outputs: dict[str, tuple[str, str, Path]] = field(default_factory=dict)
 
     def run(self, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
         return subprocess.run(cmd, env=self.env, capture_output=True, text=True, check=check, timeout=60)
 
-    def sbatch(self, script: str | Path, *args: str, cwd: Path, env: dict[str, str] | None = None) -> str:
-        """Submit `script` (a file, or the text of one) from `cwd`; returns the job id."""
+    def sbatch(
+        self,
+        script: str | Path,
+        *args: str,
+        cwd: Path,
+        env: dict[str, str] | None = None,
+        script_args: Sequence[str] = (),
+    ) -> str:
+        """Submit `script` (a file, or the text of one) from `cwd` with sbatch options `args` and the
+        script's own arguments `script_args`; `env` adds to the environment the job inherits.
+        Returns the job id."""
         if not Path(str(script)).is_file():
             path = cwd / f"job-{len(self.jobs)}.sbatch"
             path.write_text(str(script))
             script = path
         result = subprocess.run(
-            ["sbatch", "--parsable", *args, str(script)],
+            ["sbatch", "--parsable", *args, str(script), *script_args],
             cwd=cwd, env={**self.env, **(env or {})}, capture_output=True, text=True, timeout=60,
         )  # fmt: skip
         assert result.returncode == 0, f"sbatch {script} failed: {result.stderr.strip()}\n{self.log_tails()}"
         job_id = result.stdout.strip().split(";")[0]
         self.jobs.append(job_id)
+        output = next((a.split("=", 1)[1] for a in args if a.startswith(("--output=", "-o="))), None)
+        if output:
+            test = os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" ", 1)[0]
+            self.outputs[job_id] = (test, output, cwd)
         return job_id
+
+    def output_files(self, job_id: str) -> list[Path]:
+        """The output file(s) of a job submitted with --output= (%j, %A -> the id, %a -> every task)."""
+        if job_id not in self.outputs:
+            return []
+        _, pattern, cwd = self.outputs[job_id]
+        pattern = pattern.replace("%j", job_id).replace("%A", job_id).replace("%a", "*").replace("%x", "*")
+        path = Path(pattern) if Path(pattern).is_absolute() else cwd / pattern
+        return sorted(path.parent.glob(path.name))
+
+    def output_tails(self, test: str, lines: int = 60) -> str:
+        """The last lines of every output file of the jobs `test` (a pytest node id) submitted."""
+        out = []
+        for job_id, (submitter, _, _) in self.outputs.items():
+            if submitter != test:
+                continue
+            files = self.output_files(job_id) or [Path(f"(no output file for job {job_id} yet)")]
+            for f in files:
+                text = f.read_text(errors="replace").splitlines()[-lines:] if f.is_file() else []
+                out.append(f"--- tail of {f} (job {job_id}) ---\n" + "\n".join(text))
+        return "\n".join(out)
 
     def records(self, job_id: str) -> list[dict[str, str]]:
         """scontrol's view of the job (one record per array task); jobcomp's once it was purged."""
@@ -114,4 +151,7 @@ def pytest_runtest_makereport(item, call):
     helper = item.funcargs.get("slurm") if hasattr(item, "funcargs") else None
     if report.failed and isinstance(helper, Slurm):
         report.sections.append(("SLURM daemon logs", helper.log_tails()))
+        outputs = helper.output_tails(item.nodeid)
+        if outputs:
+            report.sections.append(("SLURM job output", outputs))
     return report

@@ -42,7 +42,7 @@ def evaluate(model, loader, device) -> dict[str, float]:
 
     model.eval().to(device)
     total, loss_sum, top1, top5 = 0, 0.0, 0, 0
-    with torch.inference_mode():
+    with torch.no_grad():  # not inference_mode: FFCV copies into its reused buffers in place
         for images, labels in tqdm(loader, desc="eval", unit="batch", leave=False):
             logits = model(images.to(device)).float()
             labels = labels.to(device)

@@ -87,27 +87,33 @@ class ImageClassifier(L.LightningModule):
             self.ema.update(self.model, step=self.global_step)
 
     # -- validation ------------------------------------------------------------------
+    # Sums (loss, top-1 hits, top-5 hits, images) per prefix, reduced across ranks at epoch end:
+    # the logged numbers are the exact accuracy over the whole val set, whatever the sharding.
+    def on_validation_epoch_start(self) -> None:
+        self._val_sums: dict[str, torch.Tensor] = {}
+
     def validation_step(self, batch, batch_idx: int) -> None:
         images, labels = batch
-        self._log_eval("val", self(images), labels)
+        self._accumulate("val", self(images), labels)
         if self.ema is not None:
-            self._log_eval("val_ema", self.ema(self._match_dtype(images)), labels)
+            self._accumulate("val_ema", self.ema(self._match_dtype(images)), labels)
 
-    def _log_eval(self, prefix: str, logits: torch.Tensor, labels: torch.Tensor) -> None:
-        n = len(labels)
-        loss = nn.functional.cross_entropy(logits.float(), labels)
+    def _accumulate(self, prefix: str, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        loss = nn.functional.cross_entropy(logits.float(), labels, reduction="sum")
         top1, top5 = topk_correct(logits, labels)
-        # Epoch means weighted by batch size and reduced across ranks = exact dataset accuracy.
-        metrics = {f"{prefix}/loss": loss, f"{prefix}/top1": top1 / n, f"{prefix}/top5": top5 / n}
-        self.log_dict(metrics, on_step=False, on_epoch=True, sync_dist=True, batch_size=n, prog_bar=prefix == "val")
+        sums = torch.stack([loss.detach(), top1.float(), top5.float(), torch.tensor(float(len(labels)), device=loss.device)])
+        self._val_sums[prefix] = self._val_sums.get(prefix, 0) + sums.double()
 
     def on_validation_epoch_end(self) -> None:
-        if self.trainer.sanity_checking:
+        for prefix, sums in sorted(self._val_sums.items()):
+            loss, top1, top5, n = (self.trainer.strategy.reduce(sums, reduce_op="sum") / 1.0).tolist()
+            n = max(n, 1.0)
+            metrics = {f"{prefix}/loss": loss / n, f"{prefix}/top1": top1 / n, f"{prefix}/top5": top5 / n}
+            self.log_dict(metrics, prog_bar=prefix == "val", sync_dist=False, rank_zero_only=False)
+        if self.trainer.sanity_checking or "val" not in self._val_sums:
             return
-        top1 = self.trainer.callback_metrics.get("val/top1")
-        if top1 is not None:
-            self.best_val_top1 = max(self.best_val_top1, float(top1))
-            self.log("val/top1_best", self.best_val_top1, sync_dist=False, rank_zero_only=True)
+        self.best_val_top1 = max(self.best_val_top1, float(self.trainer.callback_metrics["val/top1"]))
+        self.log("val/top1_best", self.best_val_top1)  # the same value on every rank
 
     # -- optimiser -------------------------------------------------------------------
     def configure_optimizers(self):
