@@ -5,6 +5,7 @@ alternating, several repeats; steps/s from the median. Prints the ratio last.
 Goal (issue 4): phiscale at most 5% slower, i.e. ratio >= 0.95.
 
     .venv/bin/python benchmarks/overhead.py [--model efficientnet_b0] [--resolution 64] [--steps 60]
+    python benchmarks/overhead.py --device cuda --precision bf16-mixed --resolution 224 --batch-size 128
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import torch
 from torch import nn
 
 from phiscale.models import build_model
-from phiscale.tracking import MLflowRunLogger
 from phiscale.train.callbacks import LastCheckpoint, SignalCheckpoint, ThroughputMonitor
 from phiscale.train.module import ImageClassifier
 from phiscale.train.optim import build_lr_schedule, build_optimizer
@@ -52,45 +52,64 @@ class StepClock(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if trainer.global_step == self.warmup:
+            sync(pl_module.device)
             self.start = time.perf_counter()
-        elif trainer.global_step > self.warmup:
+        elif trainer.global_step == trainer.num_training_batches:
+            sync(pl_module.device)
             self.end, self.steps = time.perf_counter(), trainer.global_step - self.warmup
 
 
-def bare_loop(model: nn.Module, batches, warmup: int) -> float:
-    model = model.to(memory_format=torch.channels_last).train()
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bare_loop(model: nn.Module, batches, warmup: int, precision: str) -> float:
+    device = batches[0][0].device
+    model = model.to(device, memory_format=torch.channels_last).train()
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16-mixed")
     optimizer = build_optimizer(OPTIM, model, global_batch_size=len(batches[0][1]))
     schedule = build_lr_schedule(OPTIM, optimizer, steps_per_epoch=len(batches), max_epochs=1)
     criterion = nn.CrossEntropyLoss(label_smoothing=0.1)
     for step, (images, labels) in enumerate(batches, start=1):
         if step == warmup + 1:
+            sync(device)
             start = time.perf_counter()
-        loss = criterion(model(images).float(), labels)
+        with autocast:
+            loss = criterion(model(images).float(), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         schedule.step()
-        _ = loss.item()  # Lightning reads the loss every step for the progress bar / logging
+        _ = loss.detach()
+    sync(device)
     return (len(batches) - warmup) / (time.perf_counter() - start)
 
 
-def phiscale_loop(model: nn.Module, batches, warmup: int, workdir: Path) -> float:
+def phiscale_loop(model: nn.Module, batches, warmup: int, workdir: Path, precision: str, mlflow: bool) -> float:
     module = ImageClassifier(model, optim_cfg=OPTIM, global_batch_size=len(batches[0][1]))
     ckpt_dir = workdir / "checkpoints"
-    logger = MLflowRunLogger(
-        tracking_uri=f"sqlite:///{workdir}/mlflow.db", experiment="overhead", run_name="bench",
-        ckpt_dir=ckpt_dir, params={"bench": "overhead"}, tags={},
-    )
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    logger = False
+    if mlflow:
+        from phiscale.tracking import MLflowRunLogger
+
+        logger = MLflowRunLogger(
+            tracking_uri=f"sqlite:///{workdir}/mlflow.db", experiment="overhead", run_name="bench",
+            ckpt_dir=ckpt_dir, params={"bench": "overhead"}, tags={},
+        )
     last = LastCheckpoint(ckpt_dir, every_n_steps=10**9)
     clock = StepClock(warmup)
     trainer = L.Trainer(
-        accelerator="cpu", devices=1, max_epochs=1, logger=logger, log_every_n_steps=10,
+        accelerator="gpu" if batches[0][0].is_cuda else "cpu", devices=1, precision=precision,
+        max_epochs=1, logger=logger, log_every_n_steps=10,
         callbacks=[ThroughputMonitor(10), last, SignalCheckpoint(last), clock],
         enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
         num_sanity_val_steps=0, limit_val_batches=0,
     )
     trainer.fit(module, train_dataloaders=InMemory(batches))
-    logger.finalize("success")
+    if logger:
+        logger.finalize("success")
     return clock.steps / (clock.end - clock.start)
 
 
@@ -102,25 +121,33 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--precision", default="32-true", choices=("32-true", "bf16-mixed"))
+    parser.add_argument("--no-mlflow", action="store_true", help="leave the MLflow logger out (no mlflow installed)")
     args = parser.parse_args()
+    device = torch.device(args.device)
 
     torch.manual_seed(0)
     n, r = args.batch_size, args.resolution
     batches = [
-        (torch.randn(n, 3, r, r).contiguous(memory_format=torch.channels_last), torch.randint(0, 10, (n,)))
+        (torch.randn(n, 3, r, r, device=device).contiguous(memory_format=torch.channels_last),
+         torch.randint(0, 10, (n,), device=device))
         for _ in range(args.steps)
     ]
     bare, ours = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for repeat in range(args.repeats):
             torch.manual_seed(repeat)
-            bare.append(bare_loop(build_model(args.model, num_classes=10), batches, args.warmup))
+            bare.append(bare_loop(build_model(args.model, num_classes=10), batches, args.warmup, args.precision))
             torch.manual_seed(repeat)
-            ours.append(phiscale_loop(build_model(args.model, num_classes=10), batches, args.warmup, Path(tmp) / str(repeat)))
+            model = build_model(args.model, num_classes=10)
+            ours.append(phiscale_loop(model, batches, args.warmup, Path(tmp) / str(repeat), args.precision,
+                                      mlflow=not args.no_mlflow))
             print(f"repeat {repeat}: bare {bare[-1]:.2f} steps/s, phiscale {ours[-1]:.2f} steps/s")
     b, p = statistics.median(bare), statistics.median(ours)
-    print(f"{args.model} @ {r}px, batch {n}, {args.steps - args.warmup} timed steps x {args.repeats} repeats, "
-          f"torch threads {torch.get_num_threads()}")
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"{args.model} @ {r}px, batch {n}, {args.precision}, {args.steps - args.warmup} timed steps x "
+          f"{args.repeats} repeats, {where}")
     print(f"bare PyTorch loop: {b:.2f} steps/s ({b * n:.0f} images/s)")
     print(f"phiscale loop:     {p:.2f} steps/s ({p * n:.0f} images/s)")
     print(f"ratio phiscale/bare: {p / b:.3f}  (goal >= 0.95)")
