@@ -98,6 +98,7 @@ def phiscale_loop(model: nn.Module, batches, warmup: int, workdir: Path, precisi
             tracking_uri=f"sqlite:///{workdir}/mlflow.db", experiment="overhead", run_name="bench",
             ckpt_dir=ckpt_dir, params={"bench": "overhead"}, tags={},
         )
+        logger.open()  # as phiscale-train does, before fit: creating the store is not a step
     last = LastCheckpoint(ckpt_dir, every_n_steps=10**9)
     clock = StepClock(warmup)
     trainer = L.Trainer(

@@ -73,14 +73,26 @@ class ImageClassifier(L.LightningModule):
         images, labels = batch
         logits = self(images)
         loss = self.criterion(logits.float(), labels)
-        if not torch.isfinite(loss.detach()):
+        self._check_finite(loss.detach())
+        self.log("train/loss", loss.detach(), on_step=True, on_epoch=False, prog_bar=True, batch_size=len(labels))
+        return loss
+
+    def _check_finite(self, loss: torch.Tensor) -> None:
+        """Stop on a NaN/inf loss. Reading the loss forces a device sync, so on CUDA the flag is
+        accumulated on the device and read once per logging interval (the last periodic
+        last.ckpt is then the last good state); on CPU it is read every step, before the update."""
+        self._nonfinite = ~torch.isfinite(loss) | getattr(self, "_nonfinite", False)
+        if loss.device.type == "cuda" and (self.global_step + 1) % max(1, self.trainer.log_every_n_steps):
+            return
+        bad = bool(self._nonfinite)
+        if self.trainer.world_size > 1:
+            bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
+        if bad:
             raise NonFiniteLoss(
-                f"loss is {loss.item()} at step {self.global_step} (epoch {self.current_epoch}); "
+                f"loss became non-finite (nan/inf) by step {self.global_step} (epoch {self.current_epoch}); "
                 "a checkpoint was saved: lower optim.lr_per_256, set trainer.gradient_clip_val, "
                 "or check the data"
             )
-        self.log("train/loss", loss.detach(), on_step=True, on_epoch=False, prog_bar=True, batch_size=len(labels))
-        return loss
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         if self.ema is not None:
