@@ -26,6 +26,7 @@ def test_ddp_two_processes_then_eval_agrees(fast_overrides, tmp_path):
     (run,) = client.search_runs([experiment.experiment_id])  # one run, though two processes trained
     assert run.data.tags["world_size"] == "2"
     assert run.info.status == "FINISHED"
+    assert f"rank 1/2 logs to MLflow run {run.info.run_id} via rank 0" in result.stdout, "rank 1 never learnt the run id"
     per_device = run.data.metrics["perf/images_per_s_per_device"]
     assert run.data.metrics["perf/images_per_s"] == pytest.approx(2 * per_device, rel=1e-6)
 

@@ -81,3 +81,40 @@ def test_sigkill_then_resume_continues_the_same_run(fast_overrides, tmp_path):
     assert run.data.metrics["run/restarts"] == 1
     assert run.data.tags["restarts"] == "1"
     assert os.path.exists(tmp_path / "killed.ckpt")
+
+
+@pytest.mark.slow
+def test_sigterm_saves_last_checkpoint_and_stops_cleanly(fast_overrides, tmp_path):
+    overrides = [*fast_overrides, f"trainer.max_epochs={EPOCHS}", "run_name=sigterm"]
+    out = tmp_path / "outputs" / "runs" / "phiscale" / "sigterm"
+    proc = subprocess.Popen([TRAIN, *overrides], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_checkpoint(out / "checkpoints" / "last.ckpt", proc)
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, stderr[-3000:]
+    assert "received SIGTERM" in stdout + stderr
+    assert "run interrupted" in stdout
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    (run,) = client.search_runs([client.get_experiment_by_name("phiscale").experiment_id])
+    assert run.info.status == "KILLED"
+    stopped_at = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["global_step"]
+    assert 0 < stopped_at < EPOCHS * 6
+
+    summary = run_training(compose_config(overrides))  # the same command again finishes the run
+    assert summary["status"] == "finished" and summary["run_id"] == run.info.run_id
+    assert client.get_run(run.info.run_id).info.status == "FINISHED"
+
+
+@pytest.mark.slow
+def test_progressive_resizing_ramps_the_train_resolution(fast_cfg, tmp_path):
+    summary = run_training(fast_cfg("progressive.enabled=true", "progressive.min_ratio=0.5", "progressive.start=0",
+                                    "progressive.end=0.7", "trainer.max_epochs=3", "train_resolution=64",
+                                    "trainer.limit_train_batches=3"))
+    history = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_metric_history(summary["run_id"], "train/resolution")
+    ramp = [m.value for m in sorted(history, key=lambda m: m.step)]
+    assert ramp[0] == 64, "logged once at start: the final train resolution"
+    assert ramp[1:] == sorted(ramp[1:]) and ramp[1] == 32 and ramp[-1] == 64, ramp

@@ -200,6 +200,21 @@ class ProgressiveResize(L.Callback):
         pl_module.log("train/resolution", float(res), on_step=False, on_epoch=True, rank_zero_only=True)
 
 
+class ShareRunId(L.Callback):
+    """Rank 0 owns the MLflow run; every rank learns its id once the process group exists
+    (`pl_module.mlflow_run_id`, and `PHISCALE_MLFLOW_RUN_ID` for code the rank runs)."""
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        logger = trainer.logger
+        run_id = trainer.strategy.broadcast(getattr(logger, "run_id", None) if trainer.is_global_zero else None, src=0)
+        pl_module.mlflow_run_id = run_id
+        if run_id:
+            os.environ["PHISCALE_MLFLOW_RUN_ID"] = run_id
+        if trainer.world_size > 1:
+            print(f"phiscale: rank {trainer.global_rank}/{trainer.world_size} logs to MLflow run {run_id} via rank 0",
+                  flush=True)
+
+
 class ResumeSkip(L.Callback):
     """On a mid-epoch resume, skip the batches of the current epoch the checkpoint already saw,
     so the resumed run sees the same batches as an uninterrupted one."""

@@ -223,6 +223,7 @@ def run_training(cfg: DictConfig, extra_callbacks: Iterable[Any] = (), extra_tag
         LastCheckpoint,
         ProgressiveResize,
         ResumeSkip,
+        ShareRunId,
         SignalCheckpoint,
         ThroughputMonitor,
         requeue_slurm_job,
@@ -306,7 +307,7 @@ def run_training(cfg: DictConfig, extra_callbacks: Iterable[Any] = (), extra_tag
         auto_insert_metric_name=False,
         enable_version_counter=False,
     )
-    callbacks = [ThroughputMonitor(int(tcfg.log_every_n_steps)), last, signals, best, ResumeSkip()]
+    callbacks = [ShareRunId(), ThroughputMonitor(int(tcfg.log_every_n_steps)), last, signals, best, ResumeSkip()]
     if cfg.progressive.enabled:
         p = cfg.progressive
         callbacks.append(ProgressiveResize(final=plan.train_resolution, min_ratio=p.min_ratio, start=p.start, end=p.end))
