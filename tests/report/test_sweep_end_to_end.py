@@ -81,12 +81,15 @@ def test_multirun_sweep_then_report_on_a_real_server(tmp_path, fast_overrides, m
 
 
 @pytest.mark.slow
-def test_budget_mode_trains_the_phi_the_solver_picks(fast_cfg, tmp_path):
+def test_budget_mode_trains_the_phi_the_solver_picks(fast_overrides, tmp_path):
+    from phiscale.conf_path import compose_config
     from phiscale.models.scaling import phi_for_budget
     from phiscale.train.run import run_training
 
-    summary = run_training(fast_cfg("model=efficientnet", "budget.macs=1e9", "trainer.max_steps=2",
-                                    "trainer.limit_val_batches=1"))
+    overrides = [o for o in fast_overrides if not o.startswith("model")]
+    summary = run_training(compose_config([*overrides, "model=efficientnet", "budget.macs=1e9",
+                                           "trainer.max_epochs=1", "trainer.limit_train_batches=2",
+                                           "trainer.limit_val_batches=1"]))
     expected = phi_for_budget("efficientnet", max_macs=1e9, num_classes=10)
     run = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_run(summary["run_id"])
     assert float(run.data.tags["phi"]) == pytest.approx(expected)
