@@ -45,3 +45,14 @@ def test_unknown_option_lists_the_choices():
     with pytest.raises(MissingConfigException) as err:
         compose_config(["model=resnet50"])
     assert "efficientnet_b0" in str(err.value) and "mobilenet_v2" in str(err.value)
+
+
+@pytest.mark.parametrize("experiment", sorted(p.stem for p in (conf_dir() / "experiment").glob("*.yaml")))
+def test_experiments_compose(experiment):
+    cfg = compose_config([f"experiment={experiment}"])
+    assert cfg.model.name and cfg.data.name and cfg.optim.name
+
+
+def test_the_demo_is_a_small_cpu_run_on_digits():
+    cfg = compose_config(["experiment=digits_demo"])
+    assert (cfg.data.name, cfg.trainer.accelerator, cfg.run_name) == ("digits", "cpu", "digits-demo")
