@@ -138,12 +138,15 @@ def main() -> None:
     bare, ours = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for repeat in range(args.repeats):
-            torch.manual_seed(repeat)
-            bare.append(bare_loop(build_model(args.model, num_classes=10), batches, args.warmup, args.precision))
-            torch.manual_seed(repeat)
-            model = build_model(args.model, num_classes=10)
-            ours.append(phiscale_loop(model, batches, args.warmup, Path(tmp) / str(repeat), args.precision,
-                                      mlflow=not args.no_mlflow))
+            # Alternate which loop goes first, so warm caches and clock drift favour neither.
+            for which in ("bare", "phiscale") if repeat % 2 == 0 else ("phiscale", "bare"):
+                torch.manual_seed(repeat)
+                model = build_model(args.model, num_classes=10)
+                if which == "bare":
+                    bare.append(bare_loop(model, batches, args.warmup, args.precision))
+                else:
+                    ours.append(phiscale_loop(model, batches, args.warmup, Path(tmp) / str(repeat), args.precision,
+                                              mlflow=not args.no_mlflow))
             print(f"repeat {repeat}: bare {bare[-1]:.2f} steps/s, phiscale {ours[-1]:.2f} steps/s")
     b, p = statistics.median(bare), statistics.median(ours)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"

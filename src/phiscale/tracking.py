@@ -150,6 +150,16 @@ def _client(uri: str):
         return MlflowClient(tracking_uri=uri)
 
 
+def artifact_location(tracking_uri: str, experiment: str) -> str | None:
+    """Beside a sqlite store: `<db dir>/mlartifacts/<experiment>` (MLflow's default would be
+    ./mlruns of whatever directory a job happens to start in). Servers choose their own."""
+    prefix = "sqlite:///"
+    if not tracking_uri.startswith(prefix):
+        return None
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in experiment)
+    return (Path(tracking_uri[len(prefix) :]).parent / "mlartifacts" / safe).as_uri()
+
+
 def _experiment_id(client, name: str) -> str:
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
@@ -159,7 +169,7 @@ def _experiment_id(client, name: str) -> str:
             )
         return experiment.experiment_id
     try:
-        return client.create_experiment(name)
+        return client.create_experiment(name, artifact_location=artifact_location(client.tracking_uri, name))
     except Exception:  # another rank or array task created it first
         experiment = client.get_experiment_by_name(name)
         if experiment is None:

@@ -53,6 +53,7 @@ def test_short_run_is_one_complete_mlflow_run(fast_cfg, tmp_path):
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")]
     assert steps == sorted(set(steps)) and steps[-1] >= summary["global_step"] - 2
 
+    assert run.info.artifact_uri.startswith((tmp_path / "mlartifacts").as_uri()), "artifacts belong beside the store"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"config.yaml", "summary.json", "checkpoints"} <= artifacts
     assert [a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")] == ["checkpoints/best.ckpt"]
