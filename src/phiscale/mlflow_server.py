@@ -67,6 +67,24 @@ def is_healthy(url: str, timeout: float = 2.0) -> bool:
         return False
 
 
+def wait_until_reachable(uri: str, timeout_s: float) -> Exception | None:
+    """Poll `uri/health` until it answers or `timeout_s` passes; None when reachable, else the
+    last error. Any HTTP answer counts (a proxy in front may not route /health)."""
+    url = uri.rstrip("/") + "/health"
+    deadline = time.monotonic() + timeout_s
+    error: Exception | None = TimeoutError(f"no answer within {timeout_s:.0f} s")
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=max(0.5, deadline - time.monotonic())):
+                return None
+        except urllib.error.HTTPError:
+            return None
+        except (urllib.error.URLError, OSError) as err:
+            error = err
+        time.sleep(0.5)
+    return error
+
+
 class MlflowServer:
     """One `mlflow server` process group on `host:port`, data under `root` (db + artifacts + log)."""
 

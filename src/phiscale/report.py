@@ -14,8 +14,6 @@ import logging
 import math
 import os
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
@@ -104,18 +102,11 @@ def check_tracking_uri(uri: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
         return
     if not uri.startswith(("http://", "https://")):
         return
-    url = uri.rstrip("/") + "/health"
-    deadline = time.monotonic() + timeout_s
-    error: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=max(0.5, deadline - time.monotonic())):
-                return
-        except urllib.error.HTTPError:
-            return  # it answered: reachable (a proxy in front may not route /health)
-        except (urllib.error.URLError, OSError) as err:
-            error = err
-        time.sleep(0.5)
+    from phiscale.mlflow_server import wait_until_reachable
+
+    error = wait_until_reachable(uri, timeout_s)
+    if error is None:
+        return
     raise PhiscaleError(
         f"MLflow tracking server {uri} is unreachable after {timeout_s:.0f} s ({error}): start it "
         "(see phiscale.mlflow_server) or pass the right --tracking-uri"

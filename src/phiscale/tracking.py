@@ -13,8 +13,6 @@ import os
 import socket
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -54,17 +52,11 @@ def check_tracking_reachable(uri: str, timeout_s: float = 10.0) -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(max(timeout_s, 5) * 3)))
     if not uri.startswith(("http://", "https://")):
         return
-    url = uri.rstrip("/") + "/health"
-    deadline = time.monotonic() + timeout_s
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=max(0.5, deadline - time.monotonic())) as reply:
-                if reply.status == 200:
-                    return
-        except (urllib.error.URLError, OSError, TimeoutError) as err:
-            last_error = err
-        time.sleep(0.5)
+    from phiscale.mlflow_server import wait_until_reachable
+
+    last_error = wait_until_reachable(uri, timeout_s)
+    if last_error is None:
+        return
     raise PhiscaleError(
         f"tracking server {uri} is unreachable after {timeout_s:.0f} s ({last_error}); "
         "start it (see README: shared tracking server) or use tracking=local"

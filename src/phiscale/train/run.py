@@ -236,6 +236,8 @@ def run_training(cfg: DictConfig, extra_callbacks: Iterable[Any] = (), extra_tag
     warnings.filterwarnings("ignore", message=r".*exists and is not empty")
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")  # the EMA copy
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    tracking_uri = normalize_tracking_uri(str(cfg.tracking.uri))
+    check_tracking_reachable(tracking_uri, float(cfg.tracking.connect_timeout_s))  # first: fail in ~10 s
     tags = dict(extra_tags or {}) | apply_budget(cfg)
     scale_kwargs = model_kwargs(cfg.model)
     model = build_model(cfg.model.name, num_classes=int(cfg.data.num_classes), **scale_kwargs)
@@ -244,8 +246,6 @@ def run_training(cfg: DictConfig, extra_callbacks: Iterable[Any] = (), extra_tag
         set_bn_momentum(model, float(cfg.bn_momentum))
     plan = make_plan(cfg, scale)
     rank = global_rank_from_env()
-    tracking_uri = normalize_tracking_uri(str(cfg.tracking.uri))
-    check_tracking_reachable(tracking_uri, float(cfg.tracking.connect_timeout_s))
 
     done = finished_summary(plan, cfg) if plan.resume_from is not None else None
     if done is not None:
