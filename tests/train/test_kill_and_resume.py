@@ -6,8 +6,6 @@ duplicates, the requested number of epochs, and the resumed weights are the chec
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -58,8 +56,7 @@ def test_sigkill_then_resume_continues_the_same_run(fast_overrides, tmp_path):
         proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the first attempt finished before it could be killed"
 
-    saved = torch.load(ckpt, map_location="cpu", weights_only=False)
-    shutil.copy(ckpt, tmp_path / "killed.ckpt")
+    saved = torch.load(ckpt, map_location="cpu", weights_only=False)  # read before the resume overwrites it
     capture = CaptureStartWeights()
     summary = run_training(compose_config(overrides), extra_callbacks=[capture])
 
@@ -80,7 +77,6 @@ def test_sigkill_then_resume_continues_the_same_run(fast_overrides, tmp_path):
     assert summary["epoch"] == EPOCHS and summary["restarts"] == 1
     assert run.data.metrics["run/restarts"] == 1
     assert run.data.tags["restarts"] == "1"
-    assert os.path.exists(tmp_path / "killed.ckpt")
 
 
 @pytest.mark.slow
