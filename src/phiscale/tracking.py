@@ -299,8 +299,7 @@ class MLflowRunLogger(Logger):
                 continue  # already in the run (logged before a restart)
             self._last_step[key] = step
             self._buffer.append(Metric(key.replace("@", "_"), float(value), now, step))
-        if len(self._buffer) >= self._flush_every_n or time.monotonic() - self._last_flush > self._flush_every_s:
-            self.flush()
+        self.save()
 
     @rank_zero_only
     def flush(self) -> None:
@@ -323,7 +322,10 @@ class MLflowRunLogger(Logger):
 
     @rank_zero_only
     def save(self) -> None:
-        self.flush()
+        """Lightning calls this after every log_metrics: flush only when the buffer is due,
+        so a log interval costs no database round trip (checkpoints call `flush` themselves)."""
+        if len(self._buffer) >= self._flush_every_n or time.monotonic() - self._last_flush > self._flush_every_s:
+            self.flush()
 
     def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
         self.flush()

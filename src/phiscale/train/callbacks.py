@@ -99,7 +99,7 @@ class LastCheckpoint(L.Callback):
         if trainer.global_step == self._saved_at:
             return
         for logger in trainer.loggers:
-            logger.save()
+            getattr(logger, "flush", logger.save)()
         trainer.save_checkpoint(self.path, weights_only=False)
         self._saved_at = trainer.global_step
 

@@ -76,8 +76,15 @@ class ImageClassifier(L.LightningModule):
         logits = self(images)
         loss = self.criterion(logits.float(), labels)
         self._check_finite(loss.detach())
-        self.log("train/loss", loss.detach(), on_step=True, on_epoch=False, prog_bar=True, batch_size=len(labels))
+        if self._logs_this_step():
+            self.log("train/loss", loss.detach(), on_step=True, on_epoch=False, prog_bar=True, batch_size=len(labels))
         return loss
+
+    def _logs_this_step(self) -> bool:
+        """Lightning keeps a step's logged value only every log_every_n_steps; `self.log` costs
+        ~1-2 ms of Python, so skip it on the steps Lightning would drop anyway."""
+        connector = getattr(self.trainer, "_logger_connector", None)
+        return True if connector is None else bool(connector.should_update_logs)
 
     def _check_finite(self, loss: torch.Tensor) -> None:
         """Stop on a NaN/inf loss. Reading the loss forces a device sync, so on CUDA the flag is
@@ -139,7 +146,7 @@ class ImageClassifier(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     def on_before_optimizer_step(self, optimizer) -> None:
-        if self.global_step % max(1, self.trainer.log_every_n_steps) == 0:
+        if self._logs_this_step():
             self.log("train/lr", optimizer.param_groups[0]["lr"], on_step=True, on_epoch=False)
 
     # -- checkpoint extras ------------------------------------------------------------
