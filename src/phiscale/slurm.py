@@ -108,7 +108,7 @@ def slurm_env(environ: Mapping[str, str] | None = None) -> SlurmEnv | None:
     )
 
 
-def _device_count(devices: int | str | Sequence[int] | None) -> int | None:
+def device_count(devices: int | str | Sequence[int] | None) -> int | None:
     """trainer.devices as a count, or None when Lightning decides (auto, -1)."""
     if devices is None:
         return None
@@ -160,7 +160,7 @@ def check_slurm_layout(
     check_output_dir(output_dir, on_slurm=job is not None)
     if job is None or job.interactive:
         return job
-    want = _device_count(devices)
+    want = device_count(devices)
     if want is not None:
         if job.ntasks_per_node is None:
             raise PhiscaleError(

@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     from phiscale.data import dataset_sources, make_val_loader
     from phiscale.models import build_model
     from phiscale.tracking import RunRecord, log_evaluation, normalize_tracking_uri
-    from phiscale.train.run import model_kwargs, scaled_resolution
+    from phiscale.train.run import dataset_resolution, model_kwargs
 
     ckpt = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
     config = ckpt.get("hyper_parameters", {}).get("run_config")
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
         data["val_path"] = args.val_path
     _, val_source = dataset_sources(data)
     resolution = args.resolution or config.get("eval_resolution") or config.get("train_resolution")
-    resolution = int(resolution or scaled_resolution(model.scale.resolution, int(data["base_resolution"])))
+    resolution = int(resolution or dataset_resolution(model.scale.resolution, int(data["base_resolution"])))
     loader = make_val_loader(
         val_source, loader=data["loader"], batch_size=args.batch_size, num_workers=args.num_workers,
         resolution=resolution, mean=data["mean"], std=data["std"], device=torch.device(args.device),

@@ -43,18 +43,23 @@ def model_kwargs(model_cfg: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in model_cfg.items() if k != "name" and v is not None}
 
 
-def scaled_resolution(model_resolution: int, base_resolution: int) -> int:
-    """The model's native (ImageNet-224-based) resolution carried over to a dataset's size."""
-    return max(32, int(round(model_resolution * base_resolution / 224)))
+def dataset_resolution(model_resolution: int, base_resolution: int) -> int:
+    """The model's native (ImageNet-224-based) resolution carried over to a dataset's size,
+    with the models' own rounding rule."""
+    from phiscale.models.scaling import scaled_resolution
+
+    return scaled_resolution(model_resolution, base_resolution / 224)
 
 
 # ---------------------------------------------------------------- trainer checks -----
-def _device_count(accelerator: str, devices: Any) -> int:
-    if devices in (-1, "-1", "auto"):
-        return torch.cuda.device_count() if accelerator in ("gpu", "cuda") else 1
-    if isinstance(devices, (list, tuple)) or (isinstance(devices, str) and "," in devices):
-        return len(devices if not isinstance(devices, str) else [d for d in devices.split(",") if d])
-    return int(devices)
+def _devices_per_node(accelerator: str, devices: Any) -> int:
+    """trainer.devices as a count; `auto` / -1 mean every GPU (or one CPU process)."""
+    from phiscale.slurm import device_count
+
+    count = device_count(devices)
+    if count is None:
+        return torch.cuda.device_count() if accelerator == "gpu" else 1
+    return count
 
 
 def resolve_accelerator(accelerator: str) -> str:
@@ -66,7 +71,7 @@ def resolve_accelerator(accelerator: str) -> str:
 def check_trainer(tcfg: Mapping[str, Any]) -> tuple[str, int]:
     """Refuse impossible trainer settings before any work; returns (accelerator, devices per node)."""
     accelerator = resolve_accelerator(str(tcfg["accelerator"]))
-    devices = _device_count(accelerator, tcfg["devices"])
+    devices = _devices_per_node(accelerator, tcfg["devices"])
     if str(tcfg["strategy"]).startswith("deepspeed") and accelerator != "gpu":
         raise PhiscaleError(
             f"trainer.strategy={tcfg['strategy']} with trainer.accelerator={tcfg['accelerator']}: Lightning runs "
@@ -157,7 +162,7 @@ def make_plan(cfg: DictConfig, scale) -> RunPlan:
     precision = str(tcfg.precision)
     if precision == "auto":
         precision = "bf16-mixed" if accelerator == "gpu" else "32-true"
-    train_res = int(cfg.train_resolution or scaled_resolution(scale.resolution, int(cfg.data.base_resolution)))
+    train_res = int(cfg.train_resolution or dataset_resolution(scale.resolution, int(cfg.data.base_resolution)))
     eval_res = int(cfg.eval_resolution or train_res)
     for key, res in (("train_resolution", train_res), ("eval_resolution", eval_res)):
         if res < 32:
