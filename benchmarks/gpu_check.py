@@ -14,7 +14,7 @@ One process, world size 1 (RANK=0 WORLD_SIZE=1 MASTER_ADDR=127.0.0.1, a free MAS
     activations, fp32 master weights in the optimizer), NCHW (DeepSpeed cannot take
     channels_last weights, see run_deepspeed).
 MFU = 3 x 2 x MACs per image x images/s / the card's peak dense bf16 FLOP/s (forward = 2 FLOPs
-per multiply-add, backward ~ 2 x forward; MACs counted by phiscale.profile at this resolution).
+per multiply-add, backward ~ 2 x forward; MACs counted by phiscale.models.profile at this resolution).
 """
 
 from __future__ import annotations
@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> None:
 
     import phiscale.train.deepspeed  # noqa: F401  (TORCH_EXTENSIONS_DIR before DeepSpeed builds an op)
     from phiscale.models import build_model
-    from phiscale.profile import count_macs
+    from phiscale.models.profile import count_macs
 
     if device.type == "cuda":
         torch.cuda.set_device(device)

@@ -2,7 +2,7 @@
 
 Same model, optimiser, LR schedule, batch and in-memory data; both measured in this run,
 alternating, several repeats; steps/s from the median. Prints the ratio last.
-Goal (issue 4): phiscale at most 5% slower, i.e. ratio >= 0.95.
+Goal: phiscale at most 5% slower than the bare loop, i.e. ratio >= 0.95.
 
     .venv/bin/python benchmarks/overhead.py [--model efficientnet_b0] [--resolution 64] [--steps 60]
     python benchmarks/overhead.py --device cuda --precision bf16-mixed --resolution 224 --batch-size 128

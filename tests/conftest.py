@@ -44,7 +44,7 @@ def fast_overrides(store):
 @pytest.fixture
 def fast_cfg(fast_overrides):
     """Compose the config `phiscale-train <FAST> <store> <extra>` would run."""
-    from phiscale.conf_path import compose_config
+    from phiscale.config import compose_config
 
     def make(*extra: str):
         return compose_config([*fast_overrides, *extra])

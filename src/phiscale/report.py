@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import logging
 import math
-import os
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -20,15 +19,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from phiscale import tracking
 from phiscale.errors import PhiscaleError
+from phiscale.models.scaling import BASE_RESOLUTION
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TRACKING_URI = "sqlite:///outputs/mlflow.db"
 REPORT_TAG = "phiscale.report"
 REPORT_RUN_NAME = "report"
 CONNECT_TIMEOUT_S = 10.0
-BASE_RESOLUTION = 224  # r = resolution / 224 when the run has no resolution_mult tag (B0's input)
 
 TOP1_BEST, TOP1 = "val/top1_best", "val/top1"
 MACS_KEYS = ("model/macs_eval", "model/macs_train")
@@ -84,41 +83,12 @@ class Report:
         return [r for r in self.rows if r.pareto]
 
 
-# ---------------------------------------------------------------- tracking URI -----
-def resolve_tracking_uri(uri: str | None = None) -> str:
-    """The flag, else $MLFLOW_TRACKING_URI, else the project default (a sqlite file in outputs/)."""
-    return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
-
-
-def check_tracking_uri(uri: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
-    """Fail within `timeout_s` with the URI in the message: an absent sqlite file, a silent server."""
-    if uri.startswith("sqlite:///"):
-        path = uri[len("sqlite:///") :]
-        if path and path != ":memory:" and not Path(path).exists():
-            raise PhiscaleError(
-                f"no MLflow database at {Path(path).resolve()} (tracking URI {uri}): train first, "
-                "or pass --tracking-uri / set MLFLOW_TRACKING_URI to the store the runs are in"
-            )
-        return
-    if not uri.startswith(("http://", "https://")):
-        return
-    from phiscale.mlflow_server import wait_until_reachable
-
-    error = wait_until_reachable(uri, timeout_s)
-    if error is None:
-        return
-    raise PhiscaleError(
-        f"MLflow tracking server {uri} is unreachable after {timeout_s:.0f} s ({error}): start it "
-        "(see phiscale.mlflow_server) or pass the right --tracking-uri"
-    )
-
-
 # ---------------------------------------------------------------- reading runs -----
 def read_runs(experiment: str, tracking_uri: str | None = None) -> tuple[str, list[RunRow]]:
     """(experiment id, rows sorted by MACs with the Pareto front marked); report runs skipped."""
-    uri = resolve_tracking_uri(tracking_uri)
-    check_tracking_uri(uri)
-    client = _client(uri)
+    uri = tracking.resolve_uri(tracking_uri)
+    tracking.check_reachable(uri, CONNECT_TIMEOUT_S, must_exist=True)
+    client = tracking.client(uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is None or exp.lifecycle_stage == "deleted":
         names = sorted(e.name for e in client.search_experiments(max_results=50))
@@ -391,7 +361,7 @@ def make_report(
     log_to_mlflow: bool = True,
 ) -> Report:
     """Read the runs, write Markdown + CSV + PNGs to `out_dir`, log them as a "report" run."""
-    uri = resolve_tracking_uri(tracking_uri)
+    uri = tracking.resolve_uri(tracking_uri)
     experiment_id, rows = read_runs(experiment, uri)
     out = Path(out_dir) if out_dir else Path("outputs") / "reports" / experiment
     out.mkdir(parents=True, exist_ok=True)
@@ -403,36 +373,12 @@ def make_report(
     ]
     report = Report(experiment, experiment_id, uri, rows, out, files)
     if log_to_mlflow:
-        report.run_id = log_report_run(uri, experiment_id, files, n_runs=len(rows))
+        report.run_id = tracking.log_report_run(uri, experiment_id, files, run_name=REPORT_RUN_NAME,
+                                                tags={REPORT_TAG: "true", f"{REPORT_TAG}.runs": str(len(rows))})
     return report
 
 
-def log_report_run(tracking_uri: str, experiment_id: str, files: Sequence[Path], *, n_runs: int) -> str:
-    """A run named "report" (tag phiscale.report=true) holding `files` as artifacts."""
-    client = _client(tracking_uri)
-    run = client.create_run(
-        experiment_id,
-        run_name=REPORT_RUN_NAME,
-        tags={REPORT_TAG: "true", f"{REPORT_TAG}.runs": str(n_runs)},
-    )
-    run_id = run.info.run_id
-    try:
-        for path in files:
-            client.log_artifact(run_id, str(path))
-    except BaseException:
-        client.set_terminated(run_id, status="FAILED")
-        raise
-    client.set_terminated(run_id, status="FINISHED")
-    return run_id
-
-
 # ---------------------------------------------------------------- small helpers -----
-def _client(uri: str):
-    from mlflow.tracking import MlflowClient
-
-    return MlflowClient(tracking_uri=uri)
-
-
 def _search_all(client, experiment_id: str):
     from mlflow.entities import ViewType
 

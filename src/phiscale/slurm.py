@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 import tempfile
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -180,3 +182,13 @@ def check_slurm_layout(
             f"or set trainer.num_nodes={job.nnodes}"
         )
     return job
+
+
+def requeue(job: SlurmEnv) -> bool:
+    """Ask SLURM to requeue `job` (the array task itself for arrays): it restarts later with the same
+    SLURM_JOB_ID, so the same output dir, and resumes from last.ckpt. False (with a warning) if refused."""
+    result = subprocess.run(["scontrol", "requeue", job.run_key], capture_output=True, text=True)
+    if result.returncode != 0:
+        warnings.warn(f"phiscale: `scontrol requeue {job.run_key}` failed: {result.stderr.strip()}", stacklevel=2)
+        return False
+    return True

@@ -32,6 +32,7 @@ import itertools
 import math
 import re
 import shlex
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,13 +41,11 @@ from typing import Any
 import yaml
 
 from phiscale.errors import PhiscaleError
+from phiscale.models.scaling import ALPHA, BASE_RESOLUTION, BETA, GAMMA, compound, macs_ratio
 
 TOP_LEVEL_KEYS = ("name", "description", "base", "tags", "points", "grid", "constraint")
 CONSTRAINT_KEYS = ("product", "target", "rel_tol")
 RANGE_KEYS = ("start", "stop", "step")
-# Compound-scaling defaults (conf/model/efficientnet.yaml; arXiv 1905.11946 §3.3).
-DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_GAMMA = 1.2, 1.1, 1.15
-BASE_RESOLUTION = 224  # r = model.resolution / 224 (the unscaled models' input size)
 MAX_POINTS = 100_000
 _NAME = re.compile(r"^[A-Za-z0-9][\w.\-]*$")
 _BARE_VALUE = re.compile(r"^[\w.\-/:+]+$")
@@ -199,14 +198,14 @@ def point_scale(overrides: Iterable[str]) -> PointScale:
     if r is None and "model.resolution" in num:
         r = num["model.resolution"] / BASE_RESOLUTION
     if phi is not None:
-        # Compound scaling, arXiv 1905.11946 eq. 3: d = α^φ, w = β^φ, r = γ^φ.
-        d = d if d is not None else num.get("model.alpha", DEFAULT_ALPHA) ** phi
-        w = w if w is not None else num.get("model.beta", DEFAULT_BETA) ** phi
-        r = r if r is not None else num.get("model.gamma", DEFAULT_GAMMA) ** phi
+        with warnings.catch_warnings():  # a grid over α, β, γ may leave α·β²·γ² ≈ 2 on purpose
+            warnings.simplefilter("ignore", UserWarning)
+            formula = compound(phi, num.get("model.alpha", ALPHA), num.get("model.beta", BETA),
+                               num.get("model.gamma", GAMMA))
+        d, w, r = (given if given is not None else value for given, value in zip((d, w, r), formula, strict=True))
     if phi is None and d is None and w is None and r is None:
         return PointScale(None, None, None, None, None)
-    macs = (d or 1.0) * (w or 1.0) ** 2 * (r or 1.0) ** 2
-    return PointScale(phi, d, w, r, macs)
+    return PointScale(phi, d, w, r, macs_ratio(d or 1.0, w or 1.0, r or 1.0))
 
 
 def _as_assignments(value: Any, where: str) -> dict[str, Scalar]:

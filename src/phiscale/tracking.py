@@ -13,7 +13,7 @@ import os
 import socket
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -45,11 +45,32 @@ def normalize_tracking_uri(uri: str) -> str:
     return uri
 
 
-def check_tracking_reachable(uri: str, timeout_s: float = 10.0) -> None:
-    """Fail fast (within `timeout_s`) with the URI in the message; never fall back silently."""
+DEFAULT_URI = "sqlite:///outputs/mlflow.db"
+
+
+def resolve_uri(uri: str | None = None) -> str:
+    """A command's --tracking-uri, else $MLFLOW_TRACKING_URI, else the project's local sqlite store."""
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+
+
+def check_reachable(uri: str, timeout_s: float = 10.0, *, must_exist: bool = False) -> None:
+    """Fail fast (within `timeout_s`) with the URI in the message; never fall back silently.
+
+    A server must answer its health check; with `must_exist` (readers: eval, report) a sqlite
+    store must already be there, so a wrong path is named rather than an empty store created.
+    """
     # Keep MLflow's own HTTP retries short too, so a server that dies mid-run fails in seconds.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(max(timeout_s, 5) * 3)))
+    prefix = "sqlite:///"
+    if uri.startswith(prefix):
+        path = uri[len(prefix) :]
+        if must_exist and path != ":memory:" and not Path(path).exists():
+            raise PhiscaleError(
+                f"no MLflow database at {Path(path).resolve()} (tracking URI {uri}): train first, "
+                "or pass --tracking-uri / set MLFLOW_TRACKING_URI to the store the runs are in"
+            )
+        return
     if not uri.startswith(("http://", "https://")):
         return
     from phiscale.mlflow_server import wait_until_reachable
@@ -59,7 +80,7 @@ def check_tracking_reachable(uri: str, timeout_s: float = 10.0) -> None:
         return
     raise PhiscaleError(
         f"tracking server {uri} is unreachable after {timeout_s:.0f} s ({last_error}); "
-        "start it (see README: shared tracking server) or use tracking=local"
+        "start it (`phiscale-server start`, see README: shared tracking server) or use tracking=local"
     )
 
 
@@ -88,16 +109,19 @@ def git_commit(repo: Path | None = None) -> str:
 
 
 def environment_tags(world_size: int) -> dict[str, str]:
-    """Where and how the run ran: commit, host, SLURM ids, world size."""
+    """Where and how the run ran: commit, host, world size, and the SLURM job (`phiscale.slurm`)."""
+    from phiscale.slurm import slurm_env
+
     tags = {"git_commit": git_commit(), "host": socket.gethostname(), "world_size": str(world_size)}
-    for tag, var in (
-        ("slurm_job_id", "SLURM_JOB_ID"),
-        ("slurm_array_job_id", "SLURM_ARRAY_JOB_ID"),
-        ("slurm_array_task_id", "SLURM_ARRAY_TASK_ID"),
-        ("slurm_restart_count", "SLURM_RESTART_COUNT"),
-    ):
-        if os.environ.get(var):
-            tags[tag] = os.environ[var]
+    job = slurm_env()
+    if job is not None:
+        slurm = {
+            "slurm_job_id": job.job_id,
+            "slurm_array_job_id": job.array_job_id,
+            "slurm_array_task_id": job.array_task_id,
+            "slurm_restart_count": job.restart_count,
+        }
+        tags.update({k: str(v) for k, v in slurm.items() if v is not None})
     return tags
 
 
@@ -126,7 +150,8 @@ class RunRecord:
         os.replace(tmp, path)
 
 
-def _client(uri: str):
+def client(uri: str):
+    """The one MLflow client factory: every phiscale command talks to MLflow through a client from here."""
     from mlflow.tracking import MlflowClient
 
     prefix = "sqlite:///"
@@ -152,8 +177,9 @@ def artifact_location(tracking_uri: str, experiment: str) -> str | None:
     return (Path(tracking_uri[len(prefix) :]).parent / "mlartifacts" / safe).as_uri()
 
 
-def _experiment_id(client, name: str) -> str:
-    experiment = client.get_experiment_by_name(name)
+def get_or_create_experiment(mlflow, name: str) -> str:
+    """The id of experiment `name`, created (once, whoever races) if missing."""
+    experiment = mlflow.get_experiment_by_name(name)
     if experiment is not None:
         if experiment.lifecycle_stage == "deleted":
             raise PhiscaleError(
@@ -161,9 +187,9 @@ def _experiment_id(client, name: str) -> str:
             )
         return experiment.experiment_id
     try:
-        return client.create_experiment(name, artifact_location=artifact_location(client.tracking_uri, name))
+        return mlflow.create_experiment(name, artifact_location=artifact_location(mlflow.tracking_uri, name))
     except Exception:  # another rank or array task created it first
-        experiment = client.get_experiment_by_name(name)
+        experiment = mlflow.get_experiment_by_name(name)
         if experiment is None:
             raise
         return experiment.experiment_id
@@ -212,7 +238,7 @@ class MLflowRunLogger(Logger):
     @rank_zero_experiment
     def experiment(self):
         if self._client_obj is None:
-            self._client_obj = _client(self.tracking_uri)
+            self._client_obj = client(self.tracking_uri)
         return self._client_obj
 
     @rank_zero_only
@@ -223,7 +249,7 @@ class MLflowRunLogger(Logger):
         client = self.experiment
         record = RunRecord.load(self.ckpt_dir)
         if record is None:
-            experiment_id = _experiment_id(client, self.experiment_name)
+            experiment_id = get_or_create_experiment(client, self.experiment_name)
             run = client.create_run(experiment_id, run_name=self.run_name, tags=self._tags)
             record = RunRecord(run.info.run_id, experiment_id, self.tracking_uri, restarts=0)
             self._log_params(client, run.info.run_id)
@@ -269,6 +295,13 @@ class MLflowRunLogger(Logger):
     @property
     def run_id(self) -> str | None:
         return self.record.run_id if self.record else None
+
+    @property
+    def run_url(self) -> str:
+        """The run's page in the MLflow UI (for a sqlite store: once `ui_command` serves it)."""
+        if self.record is None:
+            return ui_command(self.tracking_uri)
+        return run_url(self.tracking_uri, self.record.experiment_id, self.record.run_id)
 
     # -- Lightning's Logger interface -----------------------------------------
     @property
@@ -344,6 +377,12 @@ def _tag(key: str, value: Any):
     return RunTag(key, str(value)[:5000])
 
 
+def run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str:
+    """Where a user browses one run: the server's run page, or the local `mlflow ui`'s."""
+    base = tracking_uri.rstrip("/") if tracking_uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
 def ui_command(tracking_uri: str) -> str:
     """What a user runs to browse the runs."""
     if tracking_uri.startswith(("http://", "https://")):
@@ -364,14 +403,30 @@ def log_evaluation(
     """Log evaluation metrics into `run_id` (the checkpoint's own run) or a new run; returns its id."""
     from mlflow.entities import Metric
 
-    client = _client(tracking_uri)
+    mlflow = client(tracking_uri)
     if run_id is None:
-        run_id = client.create_run(_experiment_id(client, experiment), run_name=run_name, tags=dict(tags or {})).info.run_id
-        client.set_terminated(run_id, "FINISHED")
+        experiment_id = get_or_create_experiment(mlflow, experiment)
+        run_id = mlflow.create_run(experiment_id, run_name=run_name, tags=dict(tags or {})).info.run_id
+        mlflow.set_terminated(run_id, "FINISHED")
     now = int(time.time() * 1000)
-    client.log_batch(
+    mlflow.log_batch(
         run_id,
         metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()],
         tags=[_tag(k, v) for k, v in (tags or {}).items()],
     )
+    return run_id
+
+
+def log_report_run(tracking_uri: str, experiment_id: str, files: Sequence[Path], *, run_name: str,
+                   tags: Mapping[str, str]) -> str:
+    """A finished run holding a report's `files` as artifacts (FAILED if an upload fails)."""
+    mlflow = client(tracking_uri)
+    run_id = mlflow.create_run(experiment_id, run_name=run_name, tags=dict(tags)).info.run_id
+    try:
+        for path in files:
+            mlflow.log_artifact(run_id, str(path))
+    except BaseException:
+        mlflow.set_terminated(run_id, status="FAILED")
+        raise
+    mlflow.set_terminated(run_id, status="FINISHED")
     return run_id

@@ -1,4 +1,5 @@
-"""Profiling: the seed's worked MAC example, memory on meta == on CPU, and the CLI table."""
+"""Profiling: MACs of a 3x3 conv and a depthwise-separable pair by hand, memory on meta == on CPU,
+and the CLI table."""
 
 from __future__ import annotations
 
@@ -8,10 +9,10 @@ from torch import nn
 
 from phiscale.cli.profile import _configs, build_parser, main
 from phiscale.models import PRESET_NAMES, build_model
-from phiscale.profile import count_macs, profile_model
+from phiscale.models.profile import count_macs, profile_model
 
 
-def test_seed_example_conv_and_depthwise_separable_macs():
+def test_conv_and_depthwise_separable_macs_match_the_hand_count():
     conv = nn.Conv2d(3, 64, 3, padding=1, bias=False)
     assert count_macs(conv, 32) == 1_769_472  # 32*32 * 64 * 3*3*3
     depthwise = nn.Conv2d(3, 3, 3, padding=1, groups=3, bias=False)

@@ -1,28 +1,24 @@
-"""Compound scaling: rounding rules, the formula family, and the budget search."""
+"""The scaling facts: rounding rules, compound scaling, the base resolution and run names."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import warnings
 
 import pytest
-import torch
 
-from phiscale.errors import PhiscaleError
-from phiscale.models import build_model, resolve_scale
+from phiscale.models import resolve_scale
 from phiscale.models.scaling import (
-    _formula_measure,
+    BASE_RESOLUTION,
     compound,
+    macs_ratio,
     make_divisible,
-    phi_for_budget,
     round_filters,
     round_repeats,
+    run_name,
+    scaled_resolution,
 )
-from phiscale.models.specs import decode_block
-from phiscale.profile import count_params
-
-
-def formula_macs(phi: float) -> int:
-    return _formula_measure("efficientnet", float(phi), 1.2, 1.1, 1.15, 1000, 1)[1]
 
 
 def test_round_filters_rules():
@@ -64,53 +60,36 @@ def test_formula_at_phi_zero_is_b0():
     assert f0.phi == 0.0 and b0.phi is None  # the presets are not points of the formula
 
 
-def test_macs_grow_monotonically_and_about_double_per_phi():
-    grid = [0, 0.5, 1, 2, 3, 4, 5]
-    macs = [formula_macs(phi) for phi in grid]
-    assert macs == sorted(macs) and len(set(macs)) == len(macs), f"MACs not increasing along {grid}: {macs}"
-    # From phi=1 on, each unit of phi multiplies MACs by about alpha*beta^2*gamma^2 = 1.92. (0 -> 1 is
-    # 2.57: ceil(d*n) adds a block to every stage as soon as d > 1, exactly as B0 -> B1 does.)
-    for phi in (1, 2, 3, 4):
-        ratio = formula_macs(phi + 1) / formula_macs(phi)
-        assert 1.6 <= ratio <= 2.4, f"MACs(phi={phi + 1}) / MACs(phi={phi}) = {ratio:.2f}"
+def test_scaled_resolution_rounds_halves_up_and_keeps_the_minimum():
+    assert BASE_RESOLUTION == 224
+    assert scaled_resolution(224, 1.15) == 258 and scaled_resolution(32, 0.5) == 32
+    assert scaled_resolution(100, 1.125, minimum=1) == 113  # 112.5 -> 113
 
 
-def test_phi_for_budget_finds_the_largest_phi_within_macs():
-    budget = formula_macs(2.0)
-    phi = phi_for_budget(max_macs=budget, phi_max=3.0, tol=0.1)
-    assert phi >= 2.0
-    assert formula_macs(phi) <= budget < formula_macs(round(phi + 0.1, 10))
-
-
-def test_phi_for_budget_with_params_and_memory():
-    with torch.device("meta"):
-        b0_params = count_params(build_model("efficientnet"))
-    assert phi_for_budget(max_params=b0_params, phi_max=3.0, tol=0.05) == 0.0  # any phi > 0 adds blocks
-    assert phi_for_budget(max_params=1e12, phi_max=3.0) == 3.0  # the whole range fits
-    memory = _formula_measure("efficientnet", 1.0, 1.2, 1.1, 1.15, 1000, 2)[2]
-    phi = phi_for_budget(max_memory=memory, max_macs=1e15, phi_max=2.0, tol=0.25)
-    assert 1.0 <= phi < 2.0
+def test_macs_ratio_is_d_w2_r2():
+    d, w, r = compound(1.0)
+    assert macs_ratio(d, w, r) == pytest.approx(1.2 * 1.1**2 * 1.15**2)
 
 
 @pytest.mark.parametrize(
-    "kwargs, match",
+    ("name", "knobs", "expected"),
     [
-        ({}, "at least one budget"),
-        ({"max_macs": 1e6}, "even phi=0"),
-        ({"max_macs": -5}, "max_macs=-5"),
-        ({"name": "mobilenet_v2", "max_macs": 1e9}, "only the 'efficientnet'"),
+        ("efficientnet", {"phi": 1.5}, "efficientnet-phi1.5"),
+        ("efficientnet", {"phi": 1.0}, "efficientnet-phi1"),
+        ("efficientnet_b3", {}, "efficientnet_b3"),
+        ("mobilenet_v2", {"width_mult": 0.5}, "mobilenet_v2-w0.5"),
+        ("mobilenet_v3_small", {"resolution_mult": 0.75}, "mobilenet_v3_small-r0.75"),
     ],
 )
-def test_phi_for_budget_rejects_bad_budgets(kwargs, match):
-    with pytest.raises(PhiscaleError, match=match):
-        phi_for_budget(**kwargs)
+def test_run_names_say_the_scale(name, knobs, expected):
+    assert resolve_scale(name, **knobs).run_name == expected
 
 
-def test_spec_language_decodes_rows():
-    block = decode_block("ir_r2_k5_s2_e6_c40_se0.25")
-    assert (block.kind, block.repeats, block.kernel, block.stride, block.expand_ratio, block.out,
-            block.se_ratio) == ("ir", 2, 5, 2, 6.0, 40, 0.25)
-    assert decode_block("ir_k3_s1_x184_c80_hswish").expanded == 184
-    for bad in ("zz_c8", "ir_c8", "ir_q3_e6_c8", "ir_e6_x8_c8"):
-        with pytest.raises(PhiscaleError):
-            decode_block(bad)
+def test_run_names_of_other_coefficients_carry_them():
+    assert run_name("efficientnet", phi=1, alpha=1.3, beta=1.1, gamma=1.1) == "efficientnet-phi1-a1.3-b1.1-g1.1"
+
+
+def test_the_scaling_facts_import_no_torch():
+    code = "import sys, phiscale.models.scaling; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+

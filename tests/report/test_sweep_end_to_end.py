@@ -82,8 +82,8 @@ def test_multirun_sweep_then_report_on_a_real_server(tmp_path, fast_overrides, m
 
 @pytest.mark.slow
 def test_budget_mode_trains_the_phi_the_solver_picks(fast_overrides, tmp_path):
-    from phiscale.conf_path import compose_config
-    from phiscale.models.scaling import phi_for_budget
+    from phiscale.config import compose_config
+    from phiscale.models.budget import phi_for_budget
     from phiscale.train.run import run_training
 
     overrides = [o for o in fast_overrides if not o.startswith("model")]

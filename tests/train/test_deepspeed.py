@@ -15,27 +15,20 @@ from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from phiscale.cli.export import main as export_main
+from phiscale.config import compose_config
 from phiscale.errors import PhiscaleError
 from phiscale.paths import cache_dir
-from phiscale.train.deepspeed import DS_DEFAULTS, deepspeed_config, deepspeed_strategy
+from phiscale.train.deepspeed import deepspeed_config, deepspeed_defaults, deepspeed_strategy
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER = Path(__file__).with_name("deepspeed_smoke_worker.py")
 
 
-def trainer_yaml(stage: int):
-    return OmegaConf.load(ROOT / "conf" / "trainer" / f"deepspeed_stage_{stage}.yaml")
-
-
 @pytest.mark.parametrize("stage", [1, 2, 3])
 def test_trainer_group_composes_gpu_then_deepspeed(stage):
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(str(ROOT / "conf" / "trainer"), version_base="1.3"):
-        tcfg = compose(config_name=f"deepspeed_stage_{stage}")
+    tcfg = compose_config(["trainer=deepspeed", f"trainer.deepspeed.stage={stage}"]).trainer
     assert (tcfg.accelerator, tcfg.strategy, tcfg.precision) == ("gpu", "deepspeed", "bf16-mixed")
     assert tcfg.channels_last is False  # DeepSpeed cannot broadcast channels_last weights
     assert tcfg.deepspeed.stage == stage and "max_epochs" in tcfg  # the rest comes from gpu/cpu
@@ -43,9 +36,8 @@ def test_trainer_group_composes_gpu_then_deepspeed(stage):
 
 @pytest.mark.parametrize("stage", [1, 2, 3])
 def test_trainer_yaml_builds_the_zero_config_for_its_stage(stage):
-    tcfg = trainer_yaml(stage)
-    assert list(tcfg.defaults) == ["gpu", "_self_"] and tcfg.strategy == "deepspeed"
-    assert set(tcfg.deepspeed) == set(DS_DEFAULTS)
+    tcfg = compose_config(["trainer=deepspeed", f"trainer.deepspeed.stage={stage}"]).trainer
+    assert set(tcfg.deepspeed) == set(deepspeed_defaults()), "the defaults have one home: trainer/deepspeed.yaml"
     config = deepspeed_config(tcfg.deepspeed, micro_batch_size=64, grad_accum=2, precision=tcfg.precision)
     zero = config["zero_optimization"]
     assert zero["stage"] == stage
@@ -85,7 +77,7 @@ def test_bad_deepspeed_settings_name_the_key(ds_cfg, match):
 
 
 def test_lightning_strategy_leaves_grad_accumulation_to_the_trainer():
-    strategy = deepspeed_strategy(trainer_yaml(2).deepspeed, micro_batch_size=32, grad_accum=4)
+    strategy = deepspeed_strategy(deepspeed_defaults(), micro_batch_size=32, grad_accum=4)
     assert strategy.config["zero_optimization"]["stage"] == 2
     assert strategy.config["train_micro_batch_size_per_gpu"] == 32
     # Lightning refuses this key and sets it from Trainer(accumulate_grad_batches=...).

@@ -17,7 +17,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from phiscale.conf_path import compose_config
+from phiscale.config import compose_config
 from phiscale.train.run import run_training
 
 TRAIN = str(Path(sys.executable).with_name("phiscale-train"))

@@ -19,7 +19,7 @@ TRAIN = str(Path(sys.executable).with_name("phiscale-train"))
 
 def test_deepspeed_on_cpu_is_refused(fast_cfg):
     with pytest.raises(PhiscaleError, match="DeepSpeed on CUDA GPUs only"):
-        run_training(fast_cfg("trainer=deepspeed_stage_2", "trainer.accelerator=cpu"))
+        run_training(fast_cfg("trainer=deepspeed", "trainer.accelerator=cpu"))
 
 
 def test_gpu_without_cuda_is_refused(fast_cfg):

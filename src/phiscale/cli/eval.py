@@ -63,8 +63,8 @@ def main(argv: list[str] | None = None) -> None:
 
     from phiscale.data import dataset_sources, make_val_loader
     from phiscale.models import build_model
-    from phiscale.tracking import RunRecord, log_evaluation, normalize_tracking_uri
-    from phiscale.train.run import dataset_resolution, model_kwargs
+    from phiscale.tracking import RunRecord, check_reachable, log_evaluation, normalize_tracking_uri
+    from phiscale.train.plan import dataset_resolution, model_kwargs
 
     ckpt = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
     config = ckpt.get("hyper_parameters", {}).get("run_config")
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     loader = make_val_loader(
         val_source, loader=data["loader"], batch_size=args.batch_size, num_workers=args.num_workers,
         resolution=resolution, mean=data["mean"], std=data["std"], device=torch.device(args.device),
-        crop_ratio=float(data.get("crop_ratio", 0.875)), num_classes=int(data["num_classes"]),
+        crop_ratio=float(data["crop_ratio"]), num_classes=int(data["num_classes"]),
     )
     metrics = evaluate(model, loader, torch.device(args.device))
     print(f"{args.checkpoint}: top-1 {metrics['eval/top1']:.4f}  top-5 {metrics['eval/top5']:.4f}  "
@@ -97,6 +97,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     record = RunRecord.load(args.checkpoint.parent)
     uri = normalize_tracking_uri(args.tracking_uri or (record.tracking_uri if record else config["tracking"]["uri"]))
+    check_reachable(uri, float(config["tracking"].get("connect_timeout_s", 10)))
     tags = {"eval_checkpoint": str(args.checkpoint.resolve()), "eval_weights": "ema" if args.ema else "model"}
     run_id = log_evaluation(
         uri, metrics, step=int(ckpt.get("global_step", 0)), run_id=record.run_id if record else None,

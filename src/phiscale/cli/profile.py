@@ -15,7 +15,8 @@ from tqdm import tqdm
 
 from phiscale.errors import user_errors_as_one_line
 from phiscale.models import MODEL_NAMES, PRESET_NAMES, build_model
-from phiscale.profile import profile_model, published_for
+from phiscale.models.profile import profile_model, published_for
+from phiscale.models.scaling import ALPHA, BASE_RESOLUTION, BETA, GAMMA
 
 FORMATS = ("table", "markdown", "csv", "json")
 HEADERS = ("model", "resolution", "params", "MACs", "FLOPs", "act. mem/img", "published params",
@@ -38,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
             "  phiscale-profile --model mobilenet_v1 --width-mult 0.25 0.5 0.75 1.0\n"
             "  phiscale-profile --model mobilenet_v2 --resolution 160 --format csv\n\n"
             "MACs come from torch.utils.flop_counter on a batch-1 forward pass; activation memory is the\n"
-            "bytes of every fresh tensor that pass creates (see phiscale.profile)."
+            "bytes of every fresh tensor that pass creates (see phiscale.models.profile)."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -47,14 +48,15 @@ def build_parser() -> argparse.ArgumentParser:
                              f"One of: {', '.join(MODEL_NAMES)}")
     parser.add_argument("--phi", nargs="+", type=float, metavar="X",
                         help="compound coefficient(s) for the 'efficientnet' formula family (any real >= 0)")
-    parser.add_argument("--alpha", type=float, default=1.2, help="depth base: d = alpha^phi (default 1.2)")
-    parser.add_argument("--beta", type=float, default=1.1, help="width base: w = beta^phi (default 1.1)")
-    parser.add_argument("--gamma", type=float, default=1.15, help="resolution base: r = gamma^phi (default 1.15)")
+    parser.add_argument("--alpha", type=float, default=ALPHA, help=f"depth base: d = alpha^phi (default {ALPHA})")
+    parser.add_argument("--beta", type=float, default=BETA, help=f"width base: w = beta^phi (default {BETA})")
+    parser.add_argument("--gamma", type=float, default=GAMMA,
+                        help=f"resolution base: r = gamma^phi (default {GAMMA})")
     parser.add_argument("--width-mult", nargs="+", type=float, metavar="W",
                         help="MobileNet width multiplier(s) (v1: 0.25/0.5/0.75/1.0 or any > 0)")
     parser.add_argument("--depth-mult", type=float, help="MobileNet depth multiplier: repeats = ceil(d * n)")
     parser.add_argument("--resolution-mult", type=float,
-                        help="MobileNet resolution multiplier: resolution = round(224 * rho)")
+                        help=f"MobileNet resolution multiplier: resolution = round({BASE_RESOLUTION} * rho)")
     parser.add_argument("--resolution", type=int,
                         help="input side in pixels (default: each model's native resolution)")
     parser.add_argument("--num-classes", type=int, default=1000, help="classifier outputs (default 1000)")
@@ -91,7 +93,7 @@ def profile_rows(configs: Sequence[dict], num_classes: int = 1000, device: str =
         pub = published_for(name, width_mult=scale.width_mult, depth_mult=scale.depth_mult,
                             resolution=scale.resolution, phi=scale.phi, num_classes=num_classes)
         rows.append({
-            "model": scale.label, "name": name, "phi": scale.phi, "width_mult": scale.width_mult,
+            "model": scale.run_name, "name": name, "phi": scale.phi, "width_mult": scale.width_mult,
             "depth_mult": scale.depth_mult, "resolution": scale.resolution, "params": prof.params,
             "macs": prof.macs, "flops": prof.flops, "activation_bytes": prof.activation_bytes,
             "published_params": pub.params if pub else None, "published_macs": pub.macs if pub else None,

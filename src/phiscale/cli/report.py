@@ -9,7 +9,8 @@ import sys
 from collections.abc import Sequence
 
 from phiscale.errors import user_errors_as_one_line
-from phiscale.report import DEFAULT_TRACKING_URI, make_report, table_cells
+from phiscale.report import make_report, table_cells
+from phiscale.tracking import DEFAULT_URI
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--tracking-uri",
         default=None,
-        help=f"MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else {DEFAULT_TRACKING_URI})",
+        help=f"MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else {DEFAULT_URI})",
     )
     parser.add_argument("--out", default=None, help="output folder (default: outputs/reports/<experiment>)")
     parser.add_argument(

@@ -10,7 +10,7 @@ os.environ.setdefault("NUMBA_THREADING_LAYER", "omp")
 import hydra
 from omegaconf import DictConfig
 
-from phiscale.conf_path import conf_dir
+from phiscale.config import conf_dir
 from phiscale.errors import PhiscaleError, user_errors_as_one_line
 
 

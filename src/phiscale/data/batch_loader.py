@@ -15,6 +15,8 @@ ORDERS = ("random", "quasi_random")
 # On CUDA images arrive as uint8 and are normalised on the GPU to fp16, as ffcv-imagenet does
 # (train under autocast: precision 16-mixed / bf16-mixed); on CPU they are float32.
 CUDA_IMAGE_DTYPE = torch.float16
+# Validation resizes to side/ratio and center-crops `side`: ImageNet's 224-of-256 (Krizhevsky et al. 2012).
+DEFAULT_CROP_RATIO = 0.875
 
 
 @runtime_checkable
@@ -37,7 +39,7 @@ class BatchLoader(Protocol):
 
 def check_loader_args(
     *, batch_size: int, num_workers: int, resolution: int, mean: Sequence[float], std: Sequence[float],
-    order: str = "random", crop_ratio: float = 0.875,
+    order: str = "random", crop_ratio: float = DEFAULT_CROP_RATIO,
 ) -> None:
     """Reject values that would otherwise fail deep inside FFCV, numba or a DataLoader worker."""
     if int(batch_size) < 1:

@@ -16,7 +16,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from phiscale.data.batch_loader import CUDA_IMAGE_DTYPE, Normalize, rank_and_world_size, val_shard
+from phiscale.data.batch_loader import (
+    CUDA_IMAGE_DTYPE,
+    DEFAULT_CROP_RATIO,
+    Normalize,
+    rank_and_world_size,
+    val_shard,
+)
 from phiscale.data.beton_file import BetonInfo, check_beton
 from phiscale.data.numba_cache import import_ffcv, quiet_uncacheable_warnings
 from phiscale.errors import PhiscaleError
@@ -62,7 +68,7 @@ def create_train_loader(
 
 def create_val_loader(
     path: str | Path, *, batch_size: int, num_workers: int, resolution: int, mean: Sequence[float],
-    std: Sequence[float], device: torch.device, distributed: bool = False, crop_ratio: float = 224 / 256,
+    std: Sequence[float], device: torch.device, distributed: bool = False, crop_ratio: float = DEFAULT_CROP_RATIO,
     os_cache: bool = True, batches_ahead: int = 3, num_classes: int | None = None,
 ) -> FfcvBatchLoader:
     """Center crop (side = crop_ratio x shorter side) resized to `resolution`, sequential, every

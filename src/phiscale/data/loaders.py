@@ -2,28 +2,24 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
-from phiscale.data.batch_loader import BatchLoader, check_loader_args
+from phiscale.data.batch_loader import DEFAULT_CROP_RATIO, BatchLoader, check_loader_args
 from phiscale.errors import PhiscaleError
 
-LOADERS = ("ffcv", "torch")
+# data.loader -> the module that builds it; ffcv's is imported only on first use (it compiles numba code).
+BACKENDS = {"ffcv": "phiscale.data.ffcv_loaders", "torch": "phiscale.data.torch_loaders"}
+LOADERS = tuple(BACKENDS)
 
 
 def _backend(loader: str):
-    """The loader module; ffcv's is imported only here, on first use (it compiles numba code)."""
-    if loader == "ffcv":
-        from phiscale.data import ffcv_loaders
-
-        return ffcv_loaders
-    if loader == "torch":
-        from phiscale.data import torch_loaders
-
-        return torch_loaders
-    raise PhiscaleError(f"data.loader={loader!r} is not one of {', '.join(LOADERS)}")
+    if loader not in BACKENDS:
+        raise PhiscaleError(f"data.loader={loader!r} is not one of {', '.join(LOADERS)}")
+    return importlib.import_module(BACKENDS[loader])
 
 
 def make_train_loader(
@@ -50,7 +46,7 @@ def make_train_loader(
 def make_val_loader(
     source: str | Path, *, loader: str = "ffcv", batch_size: int, num_workers: int, resolution: int,
     mean: Sequence[float], std: Sequence[float], device: torch.device | str, distributed: bool = False,
-    crop_ratio: float = 224 / 256, os_cache: bool = True, batches_ahead: int = 3,
+    crop_ratio: float = DEFAULT_CROP_RATIO, os_cache: bool = True, batches_ahead: int = 3,
     num_classes: int | None = None,
 ) -> BatchLoader:
     """Val batches: center crop (crop_ratio of the shorter side) at `resolution`, every sample once

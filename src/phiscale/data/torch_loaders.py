@@ -12,7 +12,13 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from phiscale.data.batch_loader import CUDA_IMAGE_DTYPE, Normalize, rank_and_world_size, val_shard
+from phiscale.data.batch_loader import (
+    CUDA_IMAGE_DTYPE,
+    DEFAULT_CROP_RATIO,
+    Normalize,
+    rank_and_world_size,
+    val_shard,
+)
 from phiscale.data.imagefolder import ImageFolderIndex, scan_image_folder
 from phiscale.errors import PhiscaleError
 
@@ -164,7 +170,7 @@ def create_train_loader(
 
 def create_val_loader(
     source: str | Path, *, batch_size: int, num_workers: int, resolution: int, mean: Sequence[float],
-    std: Sequence[float], device: torch.device, distributed: bool = False, crop_ratio: float = 224 / 256,
+    std: Sequence[float], device: torch.device, distributed: bool = False, crop_ratio: float = DEFAULT_CROP_RATIO,
     os_cache: bool = True, batches_ahead: int = 3, num_classes: int | None = None,
 ) -> TorchBatchLoader:
     """Center crop at `resolution`, in file order; with `distributed`, every sample once across ranks."""

@@ -1,5 +1,25 @@
-"""MobileNet v1/v2/v3 and EfficientNet B0–B7 from one row language, plus compound scaling for any φ."""
+"""MobileNet v1/v2/v3 and EfficientNet B0–B7 from one row language, plus compound scaling for any φ.
 
-from phiscale.models.build import MODEL_NAMES, PRESET_NAMES, ModelScale, build_model, resolve_scale
+`phiscale.models.scaling` (the scaling facts) imports no torch; the builder is loaded on first use
+of a name below, so `import phiscale.models.scaling` stays light for sweeps and the report.
+"""
 
-__all__ = ["MODEL_NAMES", "PRESET_NAMES", "ModelScale", "build_model", "resolve_scale"]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "MODEL_NAMES": "phiscale.models.build",
+    "PRESET_NAMES": "phiscale.models.build",
+    "ModelScale": "phiscale.models.build",
+    "build_model": "phiscale.models.build",
+    "resolve_scale": "phiscale.models.build",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'phiscale.models' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

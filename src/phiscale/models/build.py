@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -18,6 +18,7 @@ from phiscale.errors import PhiscaleError
 from phiscale.models.layers import ConvBNAct, DepthwiseSeparable, InvertedResidual, make_activation
 from phiscale.models.scaling import (
     ALPHA,
+    BASE_RESOLUTION,
     BETA,
     GAMMA,
     check_phi,
@@ -25,6 +26,7 @@ from phiscale.models.scaling import (
     make_divisible,
     round_filters,
     round_repeats,
+    run_name,
     scaled_resolution,
 )
 from phiscale.models.specs import ARCHITECTURES, EFFICIENTNET_PRESETS, ArchSpec
@@ -38,7 +40,6 @@ MODEL_NAMES: tuple[str, ...] = (
     "efficientnet",
 )
 PRESET_NAMES: tuple[str, ...] = MODEL_NAMES[:-1]  # every name with a fixed published shape
-BASE_RESOLUTION = 224  # every paper here reports its base model at 224x224
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,8 @@ class ModelScale:
     """Everything that fixes a model's shape and regularisation, as logged with each run.
 
     phi/alpha/beta/gamma are set only for the `efficientnet` formula family (None otherwise);
-    `resolution` is the model's native train/eval input side.
+    `resolution` is the model's native train/eval input side; `total_stride` the product of its
+    strides (an input below it leaves the last stage less than one pixel).
     """
 
     name: str
@@ -61,21 +63,14 @@ class ModelScale:
     resolution_mult: float
     dropout: float
     drop_path_rate: float
+    bn_momentum: float  # PyTorch's convention: TF's decay 0.99 is 0.01
+    total_stride: int
 
     @property
-    def label(self) -> str:
-        """A short human name: `efficientnet (phi=2.5)`, `mobilenet_v2 (w=0.5)`, `efficientnet_b3`."""
-        parts = []
-        if self.phi is not None:
-            parts.append(f"phi={self.phi:g}")
-            if (self.alpha, self.beta, self.gamma) != (ALPHA, BETA, GAMMA):
-                parts.append(f"a={self.alpha:g} b={self.beta:g} g={self.gamma:g}")
-        elif self.family != "efficientnet":  # the B0–B7 presets are named by their own names
-            if self.width_mult != 1.0:
-                parts.append(f"w={self.width_mult:g}")
-            if self.depth_mult != 1.0:
-                parts.append(f"d={self.depth_mult:g}")
-        return f"{self.name} ({', '.join(parts)})" if parts else self.name
+    def run_name(self) -> str:
+        """The readable name of this scale (`phiscale.models.scaling.run_name`)."""
+        return run_name(self.name, phi=self.phi, alpha=self.alpha, beta=self.beta, gamma=self.gamma,
+                        width_mult=self.width_mult, resolution_mult=self.resolution_mult)
 
 
 def _check_name(name: str) -> ArchSpec:
@@ -117,6 +112,7 @@ def resolve_scale(
     resolution_mult: float | None = None,
     dropout: float | None = None,
     drop_path_rate: float | None = None,
+    bn_momentum: float | None = None,
 ) -> ModelScale:
     """Check the knobs for `name` and fill in its defaults, without building anything.
 
@@ -162,7 +158,7 @@ def resolve_scale(
             width = 1.0 if width_mult is None else float(width_mult)
             depth = 1.0 if depth_mult is None else float(depth_mult)
             res_mult = 1.0 if resolution_mult is None else float(resolution_mult)
-            native = int(math.floor(BASE_RESOLUTION * res_mult + 0.5))
+            native = scaled_resolution(BASE_RESOLUTION, res_mult, minimum=1)
             default_dropout = spec.dropout
     if resolution is not None:
         native, res_mult = int(resolution), int(resolution) / BASE_RESOLUTION
@@ -179,10 +175,17 @@ def resolve_scale(
             raise PhiscaleError(f"{name}: drop_path_rate={drop_path_rate} needs residual blocks and this model "
                                 "has none; use drop_path_rate=0 (or a MobileNet v2/v3 / EfficientNet)")
 
+    if bn_momentum is None:
+        bn_momentum = spec.norm.momentum
+    elif isinstance(bn_momentum, bool) or not isinstance(bn_momentum, numbers.Real) or not 0 < bn_momentum <= 1:
+        raise PhiscaleError(f"bn_momentum={bn_momentum!r} must be in (0, 1] (PyTorch's convention: "
+                            "TF's decay 0.99 is momentum 0.01; short runs want ~0.1)")
+
     return ModelScale(
         name=name, family=spec.family, phi=phi, alpha=coeffs[0], beta=coeffs[1], gamma=coeffs[2],
         width_mult=float(width), depth_mult=float(depth), resolution=int(native), resolution_mult=float(res_mult),
-        dropout=float(dropout), drop_path_rate=float(drop_path_rate),
+        dropout=float(dropout), drop_path_rate=float(drop_path_rate), bn_momentum=float(bn_momentum),
+        total_stride=spec.total_stride,
     )
 
 
@@ -282,6 +285,7 @@ def build_model(
     resolution_mult: float | None = None,
     dropout: float | None = None,
     drop_path_rate: float | None = None,
+    bn_momentum: float | None = None,
 ) -> nn.Module:
     """Build `name` (one of MODEL_NAMES) at the given scale; the result carries `.scale` (ModelScale).
 
@@ -290,9 +294,11 @@ def build_model(
     scale = resolve_scale(
         name, num_classes, phi=phi, alpha=alpha, beta=beta, gamma=gamma, width_mult=width_mult,
         depth_mult=depth_mult, resolution=resolution, resolution_mult=resolution_mult, dropout=dropout,
-        drop_path_rate=drop_path_rate,
+        drop_path_rate=drop_path_rate, bn_momentum=bn_momentum,
     )
     spec = ARCHITECTURES[name]
+    if scale.bn_momentum != spec.norm.momentum:
+        spec = replace(spec, norm=replace(spec.norm, momentum=scale.bn_momentum))
     features, out_ch = _build_features(spec, scale)
     model = ScaledNet(features, _build_classifier(spec, scale, out_ch, int(num_classes)), scale)
     _init_weights(model, spec.linear_init)

@@ -1,12 +1,14 @@
-"""Compound scaling (EfficientNet, Tan & Le 2019, arXiv:1905.11946, Sec. 3.3) and its rounding rules.
+"""The scaling facts, in one torch-free module: compound scaling (EfficientNet, Tan & Le 2019,
+arXiv:1905.11946, Sec. 3.3), the base resolution, the rounding rules and run names.
 
 Every channel count and repeat count in `phiscale.models` goes through `round_filters` and
-`round_repeats` here, so a width or depth multiplier is applied in exactly one way.
+`round_repeats` here, so a width or depth multiplier is applied in exactly one way. The sweep
+table, the configs (`phiscale.config` registers them), the report and the trainer read α, β, γ
+and the base resolution from here.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 import numbers
 import warnings
@@ -17,6 +19,9 @@ from phiscale.errors import PhiscaleError
 # α·β²·γ² ≈ 2, so that FLOPs grow by about 2^φ.
 ALPHA, BETA, GAMMA = 1.2, 1.1, 1.15
 FLOPS_GROWTH_TARGET = 2.0
+# Every paper here (MobileNet v1/v2/v3, EfficientNet) reports its base model at 224x224; a
+# resolution multiplier r means an input side of round(224·r).
+BASE_RESOLUTION = 224
 
 
 def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
@@ -70,7 +75,7 @@ def check_flops_growth(alpha: float, beta: float, gamma: float, tolerance: float
     return growth
 
 
-def _check_positive(name: str, value: float) -> None:
+def check_positive(name: str, value: float) -> None:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
         raise PhiscaleError(f"{name}={value!r} must be a finite number > 0 (e.g. {_EXAMPLES.get(name, '1.0')})")
 
@@ -93,7 +98,7 @@ def compound(phi: float, alpha: float = ALPHA, beta: float = BETA, gamma: float 
     """
     phi = check_phi(phi)
     for name, value in (("alpha", alpha), ("beta", beta), ("gamma", gamma)):
-        _check_positive(name, value)
+        check_positive(name, value)
     check_flops_growth(alpha, beta, gamma)
     return alpha**phi, beta**phi, gamma**phi
 
@@ -108,99 +113,36 @@ def scaled_resolution(base: int, resolution_mult: float, minimum: int = 32) -> i
     return max(minimum, int(math.floor(base * resolution_mult + 0.5)))
 
 
-@functools.lru_cache(maxsize=512)
-def _formula_measure(name: str, phi: float, alpha: float, beta: float, gamma: float, num_classes: int,
-                     level: int) -> tuple[int, int, int]:
-    """(params, MACs, activation bytes) of one formula model built on the meta device (shapes only).
-
-    level 0 counts parameters only, 1 adds MACs, 2 adds activation memory; what is not measured is 0.
-    """
-    import torch
-
-    from phiscale.models.build import build_model
-    from phiscale.profile import count_macs, count_params, profile_model
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # the alpha*beta^2*gamma^2 warning was given once already
-        with torch.device("meta"):
-            model = build_model(name, num_classes, phi=phi, alpha=alpha, beta=beta, gamma=gamma)
-    if level < 2:
-        return count_params(model), count_macs(model, model.scale.resolution) if level else 0, 0
-    prof = profile_model(model, model.scale.resolution)
-    return prof.params, prof.macs, prof.activation_bytes
+def macs_ratio(depth_mult: float = 1.0, width_mult: float = 1.0, resolution_mult: float = 1.0) -> float:
+    """MACs relative to the base model: d·w²·r² (paper Eq. 3; (α·β²·γ²)^φ for the φ family)."""
+    return depth_mult * width_mult**2 * resolution_mult**2
 
 
-def phi_for_budget(
-    name: str = "efficientnet",
+def run_name(
+    name: str,
     *,
-    max_macs: float | None = None,
-    max_params: float | None = None,
-    max_memory: float | None = None,
-    alpha: float = ALPHA,
-    beta: float = BETA,
-    gamma: float = GAMMA,
-    num_classes: int = 1000,
-    phi_max: float = 10.0,
-    tol: float = 0.01,
-) -> float:
-    """The largest φ (on a grid of step `tol` in [0, phi_max]) whose built model fits every budget.
+    phi: float | None = None,
+    alpha: float | None = None,
+    beta: float | None = None,
+    gamma: float | None = None,
+    width_mult: float | None = None,
+    resolution_mult: float | None = None,
+) -> str:
+    """A model's readable name at its scale, used for MLflow runs and output dirs:
+    `efficientnet-phi1.5`, `efficientnet-phi1-a1.3-b1.1-g1.1`, `efficientnet_b3`, `mobilenet_v2-w0.5`.
 
-    Budgets: `max_macs` (multiply-adds per image at the model's own resolution γ^φ·224),
-    `max_params`, `max_memory` (activation bytes per image, see `phiscale.profile`) — the
-    seed's constraints FLOPs(N) <= target and Memory(N) <= target. Each candidate is a real
-    model built on the meta device and measured with `profile_model`; the search is a
-    bisection, valid because every measure is non-decreasing in φ when α, β, γ >= 1.
-    Results are memoised, so repeated searches (a sweep of budgets) cost little.
+    The B0–B7 presets are named by their own names; MobileNets add the multipliers that differ from 1.
     """
-    if name != "efficientnet":
-        raise PhiscaleError(
-            f"phi_for_budget(name={name!r}): only the 'efficientnet' formula family has a phi; "
-            "use name='efficientnet' (or pick a MobileNet width by hand)"
-        )
-    budgets = {"max_macs": max_macs, "max_params": max_params, "max_memory": max_memory}
-    given = {k: v for k, v in budgets.items() if v is not None}
-    if not given:
-        raise PhiscaleError("phi_for_budget needs at least one budget: pass max_macs=, max_params= or max_memory=")
-    for key, value in given.items():
-        _check_positive(key, value)
-    for key, value in (("alpha", alpha), ("beta", beta), ("gamma", gamma)):
-        _check_positive(key, value)
-    if not (math.isfinite(phi_max) and phi_max >= 0):
-        raise PhiscaleError(f"phi_max={phi_max!r} must be a finite number >= 0 (e.g. 10)")
-    if not (math.isfinite(tol) and tol > 0):
-        raise PhiscaleError(f"tol={tol!r} must be a finite number > 0 (e.g. 0.01)")
-    check_flops_growth(alpha, beta, gamma)
-
-    # Measure no more than the budgets need: params need no forward pass, MACs no memory tracking.
-    level = 2 if max_memory is not None else 1 if max_macs is not None else 0
-
-    def measure(step: int) -> tuple[int, int, int]:
-        return _formula_measure(name, round(step * tol, 10), alpha, beta, gamma, num_classes, level)
-
-    def fits(step: int) -> bool:
-        params, macs, memory = measure(step)
-        return (
-            (max_macs is None or macs <= max_macs)
-            and (max_params is None or params <= max_params)
-            and (max_memory is None or memory <= max_memory)
-        )
-
-    if not fits(0):
-        params, macs, memory = measure(0)
-        measured = ", ".join([f"{params:,} params"] + [f"{macs:,} MACs"] * (level >= 1)
-                             + [f"{memory:,} activation bytes"] * (level == 2))
-        raise PhiscaleError(
-            f"even phi=0 (EfficientNet-B0: {measured}) exceeds the budget "
-            f"{', '.join(f'{k}={v:g}' for k, v in given.items())}; raise the budget or use a smaller model "
-            "(e.g. mobilenet_v3_small)"
-        )
-    lo, hi = 0, int(math.floor(phi_max / tol + 1e-9))  # fits(lo) is known; search (lo, hi]
-    if fits(hi):
-        return round(hi * tol, 10)
-    while hi - lo > 1:  # invariant: fits(lo) and not fits(hi)
-        mid = (lo + hi) // 2
-        if fits(mid):
-            lo = mid
-        else:
-            hi = mid
-    return round(lo * tol, 10)
+    if phi is not None:
+        label = f"{name}-phi{phi:g}"
+        if (alpha, beta, gamma) != (ALPHA, BETA, GAMMA):
+            label += f"-a{alpha:g}-b{beta:g}-g{gamma:g}"
+        return label
+    if name.startswith("efficientnet_b"):
+        return name
+    label = name
+    if width_mult not in (None, 1.0):
+        label += f"-w{width_mult:g}"
+    if resolution_mult not in (None, 1.0):
+        label += f"-r{resolution_mult:g}"
+    return label

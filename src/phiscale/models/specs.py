@@ -93,7 +93,6 @@ class ArchSpec:
     classifier_hidden: int | None = None  # MobileNetV3: Linear -> hswish -> dropout -> Linear
     classifier_act: str | None = None
     linear_init: str = "normal"  # "normal": N(0, 0.01) (MobileNets); "uniform": ±1/sqrt(out) (EfficientNet)
-    resolution: int = 224
     dropout: float = 0.2
     drop_path_rate: float = 0.0
 

@@ -5,18 +5,16 @@ from __future__ import annotations
 import os
 import resource
 import signal
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as L
 import torch
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info
 
 from phiscale.train.module import NonFiniteLoss
-
-LAST = "last.ckpt"
+from phiscale.train.plan import LAST
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -154,30 +152,23 @@ class SignalCheckpoint(L.Callback):
 
     @property
     def should_requeue(self) -> bool:
+        """USR1 (SLURM's time-limit warning, `--signal=B:USR1@N`) inside a SLURM job: requeue it."""
+        from phiscale.slurm import slurm_env
+
         return (
             self.stopped_by_signal
             and self.requeue_on_slurm
             and self.received == signal.SIGUSR1
-            and bool(os.environ.get("SLURM_JOB_ID"))
+            and slurm_env() is not None
         )
 
 
-def requeue_slurm_job() -> None:
-    """Ask SLURM to requeue this job: it restarts later and resumes from last.ckpt."""
-    job = os.environ["SLURM_JOB_ID"]
-    if os.environ.get("SLURM_ARRAY_JOB_ID"):
-        job = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
-    result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
-    if result.returncode != 0:
-        rank_zero_warn(f"phiscale: `scontrol requeue {job}` failed: {result.stderr.strip()}")
-    else:
-        rank_zero_info(f"phiscale: requeued SLURM job {job}")
-
-
-def progressive_resolution(epoch: int, max_epochs: int, *, final: int, min_ratio: float, start: float, end: float) -> int:
+def progressive_resolution(epoch: int, max_epochs: int, *, final: int, min_ratio: float, start: float, end: float,
+                           minimum: int = 32) -> int:
     """Train resolution for `epoch`: ramps linearly from min_ratio·final to final between the
-    `start` and `end` fractions of training (the schedule of ffcv-imagenet), in steps of 8 px."""
-    low = max(32, int(round(final * min_ratio / 8)) * 8)
+    `start` and `end` fractions of training (the schedule of ffcv-imagenet), in steps of 8 px,
+    never below `minimum` (the network's total stride)."""
+    low = max(minimum, int(round(final * min_ratio / 8)) * 8)
     first, last = start * max_epochs, end * max_epochs
     if epoch <= first or last <= first:
         res = low if epoch <= first and last > first else final
@@ -185,14 +176,14 @@ def progressive_resolution(epoch: int, max_epochs: int, *, final: int, min_ratio
         res = final
     else:
         res = low + (final - low) * (epoch - first) / (last - first)
-    return min(final, max(32, int(round(res / 8)) * 8))
+    return min(final, max(minimum, int(round(res / 8)) * 8))
 
 
 class ProgressiveResize(L.Callback):
     """Sets the train loader's resolution at each epoch start."""
 
-    def __init__(self, *, final: int, min_ratio: float, start: float, end: float) -> None:
-        self.kwargs: dict[str, Any] = dict(final=final, min_ratio=min_ratio, start=start, end=end)
+    def __init__(self, *, final: int, min_ratio: float, start: float, end: float, minimum: int = 32) -> None:
+        self.kwargs: dict[str, Any] = dict(final=final, min_ratio=min_ratio, start=start, end=end, minimum=minimum)
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         res = progressive_resolution(trainer.current_epoch, trainer.max_epochs or 1, **self.kwargs)

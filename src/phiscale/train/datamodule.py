@@ -95,7 +95,7 @@ class ImageDataModule(L.LightningDataModule):
             self.val_loader = make_val_loader(
                 val_source,
                 resolution=self.eval_resolution,
-                crop_ratio=float(self.data_cfg.get("crop_ratio", 224 / 256)),
+                crop_ratio=float(self.data_cfg["crop_ratio"]),
                 **common,
             )
 

@@ -1,4 +1,4 @@
-"""DeepSpeed ZeRO configs from `conf/trainer/deepspeed_stage_*.yaml`, for Lightning or raw `deepspeed`.
+"""DeepSpeed ZeRO configs from `conf/trainer/deepspeed.yaml`, for Lightning or raw `deepspeed`.
 
 One function turns the small `trainer.deepspeed` block into DeepSpeed's JSON config, so the
 Lightning strategy, the CPU smoke test and `benchmarks/gpu_check.py` train with the same config.
@@ -6,6 +6,7 @@ Lightning strategy, the CPU smoke test and `benchmarks/gpu_check.py` train with 
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -19,37 +20,37 @@ from phiscale.paths import cache_dir
 # build a one-off. A TORCH_EXTENSIONS_DIR the user set wins.
 os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(cache_dir("torch_extensions")))
 
-# The `trainer.deepspeed` keys and their defaults. Bucket sizes are DeepSpeed's own defaults
-# (5e8 elements, https://www.deepspeed.ai/docs/config-json/#zero-optimizations-for-fp16-training).
-DS_DEFAULTS: dict[str, Any] = {
-    "stage": 2,
-    "offload_optimizer": False,
-    "offload_parameters": False,
-    "pin_memory": True,
-    "overlap_comm": True,
-    "contiguous_gradients": True,
-    "reduce_bucket_size": 500_000_000,
-    "allgather_bucket_size": 500_000_000,
-}
+
+
+@functools.cache
+def deepspeed_defaults() -> dict[str, Any]:
+    """The `trainer.deepspeed` keys and their defaults, read from their one home,
+    `conf/trainer/deepspeed.yaml` (so raw `deepspeed` callers and the Hydra app agree)."""
+    import yaml
+
+    from phiscale.config import conf_dir
+
+    return dict(yaml.safe_load((conf_dir() / "trainer" / "deepspeed.yaml").read_text())["deepspeed"])
+
 
 PRECISIONS = ("bf16-mixed", "bf16-true", "16-mixed", "16-true", "32-true", "32")
 
 
 def _resolve(ds_cfg: Mapping[str, Any] | None) -> dict[str, Any]:
     given = dict(ds_cfg or {})
-    unknown = sorted(set(given) - set(DS_DEFAULTS))
+    defaults = deepspeed_defaults()
+    unknown = sorted(set(given) - set(defaults))
     if unknown:
-        raise PhiscaleError(f"unknown trainer.deepspeed key(s) {unknown}; use only {sorted(DS_DEFAULTS)}")
-    cfg = {**DS_DEFAULTS, **{k: v for k, v in given.items() if v is not None}}
+        raise PhiscaleError(f"unknown trainer.deepspeed key(s) {unknown}; use only {sorted(defaults)}")
+    cfg = {**defaults, **{k: v for k, v in given.items() if v is not None}}
     if cfg["stage"] not in (1, 2, 3):
         raise PhiscaleError(
-            f"trainer.deepspeed.stage={cfg['stage']!r} is not a ZeRO stage; use 1, 2 or 3 "
-            "(or trainer=deepspeed_stage_1|2|3)"
+            f"trainer.deepspeed.stage={cfg['stage']!r} is not a ZeRO stage; use trainer.deepspeed.stage=1, 2 or 3"
         )
     if cfg["offload_parameters"] and cfg["stage"] != 3:
         raise PhiscaleError(
             f"trainer.deepspeed.offload_parameters=true needs ZeRO stage 3, not stage {cfg['stage']}; "
-            "use trainer=deepspeed_stage_3 or set trainer.deepspeed.offload_parameters=false"
+            "set trainer.deepspeed.stage=3 or trainer.deepspeed.offload_parameters=false"
         )
     for key in ("reduce_bucket_size", "allgather_bucket_size"):
         if int(cfg[key]) <= 0:
@@ -68,7 +69,7 @@ def deepspeed_config(
     precision: str = "bf16-mixed",
     grad_clip: float | None = None,
 ) -> dict[str, Any]:
-    """DeepSpeed's config dict for ZeRO `ds_cfg["stage"]` (see DS_DEFAULTS for the keys).
+    """DeepSpeed's config dict for ZeRO `ds_cfg["stage"]` (keys: conf/trainer/deepspeed.yaml).
 
     `micro_batch_size` is the per-device batch; bf16 precisions turn on DeepSpeed's bf16 mode
     (its master weights and optimizer state stay fp32); offloads go to pinned CPU memory.

@@ -11,7 +11,7 @@ Definitions (what every number in phiscale means):
   creates: the primary (first) result of each aten op, with views and in-place results skipped
   (they reuse memory) and nothing subtracted when freed. Autograd keeps nearly all of these intermediates
   (conv, BN and activation outputs) for the backward pass, so this is, to first order, the
-  training-time activation memory per image: the seed's Memory(N) grows as N × activation_bytes.
+  training-time activation memory per image: a batch of N needs about N × activation_bytes.
 
 All three run a real forward pass; on a model built under `torch.device("meta")` the pass
 tracks shapes only, which gives the same numbers in milliseconds and allocates nothing.
@@ -25,6 +25,8 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
+
+from phiscale.models.scaling import BASE_RESOLUTION
 
 
 @dataclass(frozen=True)
@@ -145,7 +147,7 @@ PUBLISHED: dict[tuple[str, float, int], Published] = {
 }
 
 
-def published_for(name: str, *, width_mult: float = 1.0, depth_mult: float = 1.0, resolution: int = 224,
+def published_for(name: str, *, width_mult: float = 1.0, depth_mult: float = 1.0, resolution: int = BASE_RESOLUTION,
                   phi: float | None = None, num_classes: int = 1000) -> Published | None:
     """The published figures for this exact configuration, or None when none were published.
 

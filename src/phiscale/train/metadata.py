@@ -1,0 +1,116 @@
+"""What a run tells MLflow about itself: scale tags, the model's size, the summary, the best checkpoint.
+
+`phiscale.tracking` sends these; this module only computes them from the plan, the model and the
+finished Trainer.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from phiscale.errors import PhiscaleError
+from phiscale.train.plan import SUMMARY, RunPlan
+
+SCALE_TAG_KEYS = ("family", "phi", "alpha", "beta", "gamma", "width_mult", "depth_mult", "resolution_mult",
+                  "resolution")
+
+
+def scale_tags(scale) -> dict[str, str]:
+    """`model`, `family`, `phi`, α, β, γ, the multipliers and the native resolution, as MLflow tags."""
+    tags = {"model": scale.name}
+    for key in SCALE_TAG_KEYS:
+        value = getattr(scale, key)
+        if value is not None:
+            tags[key] = f"{value:g}" if isinstance(value, float) else str(value)
+    return tags
+
+
+def profile_metrics(model, plan: RunPlan) -> dict[str, float]:
+    """Params, MACs and FLOPs at train and eval resolution, activation memory: logged once."""
+    from phiscale.models.profile import count_macs, profile_model
+
+    was_training = model.training
+    model.eval()
+    try:
+        train = profile_model(model, plan.train_resolution)
+        eval_macs = train.macs if plan.eval_resolution == plan.train_resolution else count_macs(model, plan.eval_resolution)
+    finally:
+        model.train(was_training)
+    return {
+        "model/params": float(train.params),
+        "model/macs_train": float(train.macs),
+        "model/macs_eval": float(eval_macs),
+        "model/flops_train": float(2 * train.macs),
+        "model/flops_eval": float(2 * eval_macs),
+        "model/activation_mb": train.activation_bytes / 2**20,
+        "train/resolution": float(plan.train_resolution),
+        "eval/resolution": float(plan.eval_resolution),
+    }
+
+
+def checkpoint_step(path: Path | None) -> int:
+    """The optimizer step a checkpoint was saved at (0 without one)."""
+    if path is None:
+        return 0
+    import torch
+
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except (OSError, RuntimeError, EOFError) as err:
+        raise PhiscaleError(f"cannot read {path} ({type(err).__name__}: {err}); delete it to start over, "
+                            "or give another ckpt_path") from None
+    return int(checkpoint.get("global_step", 0))
+
+
+def summary(plan: RunPlan, cfg, trainer, module, run_id: str | None, restarts: int, status: str,
+            started: float) -> dict[str, Any]:
+    """The run's outcome, as written to `<output_dir>/summary.json` and logged as an artifact."""
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
+    return {
+        "status": status,
+        "run_id": run_id,
+        "run_name": plan.run_name,
+        "tracking_uri": str(cfg.tracking.uri),
+        "best_val_top1": module.best_val_top1,
+        "final_metrics": metrics,
+        "epoch": trainer.current_epoch,
+        "global_step": trainer.global_step,
+        "max_epochs": cfg.trainer.max_epochs,
+        "max_steps": cfg.trainer.max_steps,
+        "restarts": restarts,
+        "wall_time_s": round(time.time() - started, 2),
+        "plan": plan.to_json(),
+    }
+
+
+def write_summary(plan: RunPlan, content: dict[str, Any]) -> Path:
+    path = plan.output_dir / SUMMARY
+    path.write_text(json.dumps(content, indent=2))
+    return path
+
+
+def best_checkpoint_artifact(best_path: str, tracking_cfg) -> Path | None:
+    """What to upload for the best checkpoint: the file, or (when large, or asked) a note of its path."""
+    if not best_path or not Path(best_path).exists() or tracking_cfg.log_checkpoint == "none":
+        return None
+    path = Path(best_path)
+    size_mb = path.stat().st_size / 2**20 if path.is_file() else float("inf")
+    if tracking_cfg.log_checkpoint == "best" and size_mb <= float(tracking_cfg.max_checkpoint_mb):
+        return path
+    note = path.with_name("best_path.txt")
+    note.write_text(str(path.resolve()) + "\n")
+    return note
+
+
+def describe(plan: RunPlan, data_name: str) -> str:
+    """One line saying what this run trains: model, φ and d/w/r, resolution, data, devices."""
+    s = plan.scale
+    scale = f"φ={s.phi:g} " if s.phi is not None else ""
+    return (
+        f"{plan.run_name}: {s.name} {scale}(d={s.depth_mult:.3g} w={s.width_mult:.3g} r={s.resolution_mult:.3g}) "
+        f"at {plan.train_resolution}px on {data_name}, {plan.world_size} {plan.accelerator} process(es), "
+        f"global batch {plan.global_batch_size}, {plan.precision}"
+    )

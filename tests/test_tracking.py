@@ -1,0 +1,48 @@
+"""phiscale.tracking: the URI rules, the reachability check and the client factory."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from phiscale import tracking
+from phiscale.errors import PhiscaleError
+from phiscale.mlflow_server import free_port
+
+
+def test_a_silent_server_is_named_within_its_timeout():
+    silent = f"http://127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    with pytest.raises(PhiscaleError, match=f"{silent} is unreachable"):
+        tracking.check_reachable(silent, 1.0)
+    assert time.monotonic() - started < 60, "gave up long after its 1 s timeout (MLflow's own retries?)"
+
+
+def test_readers_refuse_an_absent_sqlite_store_and_writers_create_it(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'none.db'}"
+    with pytest.raises(PhiscaleError, match="no MLflow database at .*none.db"):
+        tracking.check_reachable(uri, must_exist=True)
+    tracking.check_reachable(uri)  # a training run may start a new store
+    experiment_id = tracking.get_or_create_experiment(tracking.client(uri), "x")
+    assert tracking.get_or_create_experiment(tracking.client(uri), "x") == experiment_id
+
+
+def test_uri_precedence_flag_then_environment_then_default(monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert tracking.resolve_uri() == tracking.DEFAULT_URI == "sqlite:///outputs/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert tracking.resolve_uri() == "http://127.0.0.1:5000"
+    assert tracking.resolve_uri("sqlite:///a.db") == "sqlite:///a.db"
+
+
+def test_relative_sqlite_paths_become_absolute_and_bare_paths_are_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert tracking.normalize_tracking_uri("sqlite:///sub/m.db") == f"sqlite:///{tmp_path}/sub/m.db"
+    with pytest.raises(PhiscaleError, match="MLflow 3 refuses file stores"):
+        tracking.normalize_tracking_uri("mlruns")
+
+
+def test_run_url_points_at_the_run_page():
+    assert tracking.run_url("http://h:5000/", "3", "abc") == "http://h:5000/#/experiments/3/runs/abc"
+    assert tracking.run_url("sqlite:////x/m.db", "3", "abc").endswith("/#/experiments/3/runs/abc")
