@@ -46,14 +46,19 @@ def posterize(images: torch.Tensor, bits: Arg) -> torch.Tensor:
 
 def solarize(images: torch.Tensor, threshold: Arg) -> torch.Tensor:
     """Invert values >= threshold (0..256; 256 changes nothing) (ImageOps.solarize)."""
-    return torch.where(images < _per_sample(threshold, images, torch.float32), images, 255 - images)
+    threshold = _per_sample(threshold, images, torch.float32)
+    # For integer values, v >= t <=> v >= ceil(t): compared as uint8, with t > 255 meaning never.
+    lowest = threshold.ceil().clamp(0, 255).to(torch.uint8)
+    flip = ((images >= lowest) & (threshold <= 255)).to(torch.uint8).neg_()  # 255 where inverted
+    return images ^ flip  # 255 - v == v ^ 255 for uint8 (and much faster than torch.where on CPU)
 
 
 def solarize_add(images: torch.Tensor, addition: Arg, threshold: int = 128) -> torch.Tensor:
-    """Add `addition` (clipped at 255) to values below `threshold`; the EfficientNet TF reference's
-    SolarizeAdd (tensorflow/tpu models/official/efficientnet/autoaugment.py, threshold 128)."""
-    added = (images.to(torch.int32) + _per_sample(addition, images, torch.int32)).clamp_(0, 255)
-    return torch.where(images < threshold, added.to(torch.uint8), images)
+    """Add `addition` (0..255, saturating at 255) to values below `threshold`; the EfficientNet TF
+    reference's SolarizeAdd (tensorflow/tpu models/official/efficientnet/autoaugment.py, threshold 128)."""
+    add = _per_sample(addition, images, torch.float32).clamp(0, 255).to(torch.uint8)
+    gain = (images < threshold).to(torch.uint8).mul_(add)  # the addition where it applies, else 0
+    return torch.minimum(images, 255 - gain).add_(gain)  # saturating uint8 add
 
 
 def _channel_index(images: torch.Tensor) -> torch.Tensor:
@@ -153,8 +158,9 @@ def smooth(images: torch.Tensor) -> torch.Tensor:
     rounding edge, so float32 gives PIL's integers exactly."""
     if images.shape[2] < 3 or images.shape[3] < 3:
         return images
-    weight = _SMOOTH.to(images.device).expand(3, 1, 3, 3)
-    sums = F.conv2d(images.to(torch.float32), weight, groups=3)
+    weight = _SMOOTH.to(images.device, non_blocking=True).expand(3, 1, 3, 3)  # no wait on the device
+    # Depthwise convolution is several times faster on channels_last input on the CPU.
+    sums = F.conv2d(images.to(torch.float32, memory_format=torch.channels_last), weight, groups=3)
     out = images.clone()
     out[:, :, 1:-1, 1:-1] = sums.div_(13.0).add_(0.5).floor_().to(torch.uint8)
     return out
