@@ -2,8 +2,9 @@
 
 Both measured in this run, on the same device, batch size and resolution: BatchAugment on a uint8
 batch (each policy, with and without mixing), and one training step of efficientnet_b0 (forward,
-backward, SGD step) on random data, channels_last. Medians over repeats; prints a table
-policy | ms per batch | step ms | fraction.
+backward, SGD step) on random data, channels_last. The step and every row are timed in turn
+within each repeat, so load from other processes falls on all of them alike; medians over repeats.
+Prints a table policy | ms per batch | step ms | fraction.
 
     python benchmarks/augment.py --device cuda                       # B0 at 224, batch 128
     python benchmarks/augment.py --device cpu --quick                # about a minute on 2 cores
@@ -40,17 +41,25 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def median_ms(fn: Callable[[], object], device: torch.device, warmup: int, repeats: int) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
+def timed_ms(fn: Callable[[], object], device: torch.device) -> float:
+    sync(device)
+    start = time.perf_counter()
+    fn()
+    sync(device)
+    return (time.perf_counter() - start) * 1000
+
+
+def interleaved_medians(fns: dict[str, Callable[[], object]], device: torch.device, warmup: int,
+                        repeats: int) -> dict[str, float]:
+    """Median ms of each function, timing them one after the other within every repeat."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
-        sync(device)
-        start = time.perf_counter()
-        fn()
-        sync(device)
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            times[name].append(timed_ms(fn, device))
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def training_step(device: torch.device, batch: int, resolution: int, precision: str) -> Callable[[], object]:
@@ -94,11 +103,13 @@ def main() -> None:
     images = images.to(device).contiguous(memory_format=torch.channels_last)
     labels = torch.randint(0, NUM_CLASSES, (batch,), generator=g).to(device)
 
-    step_ms = median_ms(training_step(device, batch, resolution, precision), device, warmup=2, repeats=repeats)
-    rows = []
+    fns: dict[str, Callable[[], object]] = {"step": training_step(device, batch, resolution, precision)}
     for label, settings in CONFIGS:
         augment = BatchAugment(num_classes=NUM_CLASSES, label_smoothing=0.1, seed=0, **settings)
-        rows.append((label, median_ms(lambda a=augment: a(images, labels), device, warmup=2, repeats=repeats)))
+        fns[label] = lambda a=augment: a(images, labels)
+    medians = interleaved_medians(fns, device, warmup=2, repeats=repeats)
+    step_ms = medians.pop("step")
+    rows = list(medians.items())
 
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"efficientnet_b0 step vs BatchAugment: batch {batch} @ {resolution}px, {where}, "
