@@ -13,20 +13,7 @@ os.environ.setdefault("PHISCALE_CACHE", str(ROOT / ".cache" / "phiscale"))
 os.environ.setdefault("NUMBA_THREADING_LAYER", "omp")
 
 import pytest  # noqa: E402
-
-# A CPU training config that runs in seconds: tiny model, the embedded digits, two short epochs.
-FAST = [
-    "model=mobilenet_v3_small",
-    "model.width_mult=0.5",
-    "trainer.max_epochs=2",
-    "trainer.limit_train_batches=6",
-    "trainer.log_every_n_steps=2",
-    "trainer.ckpt_every_n_steps=4",
-    "trainer.progress_bar=false",
-    "data.batch_size=32",
-    "data.num_workers=1",
-    "optim=sgd_cosine",
-]
+from support.runs import FAST  # noqa: E402
 
 
 @pytest.fixture

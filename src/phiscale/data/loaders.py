@@ -31,10 +31,8 @@ def make_train_loader(
     """Train batches from `source` (a `.beton` for loader="ffcv", an ImageFolder for "torch"):
     random-resized-crop (area fraction in [min_crop_scale, 1]), flip, normalise (mean/std in 0-255
     units), channels_last on `device`."""
-    if not 0.0 < float(min_crop_scale) <= 1.0:
-        raise PhiscaleError(f"data.min_crop_scale={min_crop_scale} must be in (0, 1]; ImageNet uses 0.08")
     check_loader_args(batch_size=batch_size, num_workers=num_workers, resolution=resolution, mean=mean,
-                      std=std, order=order)
+                      std=std, order=order, min_crop_scale=min_crop_scale)
     return _backend(loader).create_train_loader(
         source, batch_size=int(batch_size), num_workers=int(num_workers), resolution=int(resolution),
         mean=[float(m) for m in mean], std=[float(s) for s in std], device=torch.device(device),

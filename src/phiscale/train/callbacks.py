@@ -84,8 +84,11 @@ class ThroughputMonitor(L.Callback):
 class LastCheckpoint(L.Callback):
     """`last.ckpt` every N optimizer steps and at every epoch end (after validation).
 
-    Lightning writes checkpoints atomically; the MLflow buffer is flushed first, so every
-    metric up to the checkpoint is in the run before the checkpoint exists.
+    Lightning writes checkpoints atomically; the run's journal is fsynced first, so every metric
+    the checkpoint covers is on disk before the checkpoint exists. The step checkpoint is taken when
+    the next batch starts: Lightning hands a step's metrics to the logger only after that step's
+    `on_train_batch_end`, and a checkpoint taken there would cover a step whose metrics are not
+    journaled yet (a crash right after it would leave a gap in the history).
     """
 
     def __init__(self, ckpt_dir: Path, every_n_steps: int) -> None:
@@ -101,8 +104,8 @@ class LastCheckpoint(L.Callback):
         trainer.save_checkpoint(self.path, weights_only=False)
         self._saved_at = trainer.global_step
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        if trainer.global_step % self.every == 0:
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        if trainer.global_step > 0 and trainer.global_step % self.every == 0:
             self.save(trainer)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
@@ -119,8 +122,11 @@ class LastCheckpoint(L.Callback):
 class SignalCheckpoint(L.Callback):
     """SIGUSR1 / SIGTERM: save `last.ckpt`, stop cleanly, and (on SLURM, for SIGUSR1) requeue.
 
-    Our handlers replace Lightning's at train start. All ranks agree on stopping at the same
-    step, so the checkpoint is collective-safe under DDP and DeepSpeed.
+    The handlers are in place from the moment the Trainer is built (a signal during model or data
+    set-up stops the run at its first step) and replace Lightning's at train start. All ranks agree
+    on stopping at the same step, so the checkpoint is collective-safe under DDP and DeepSpeed.
+    The part-epoch the signal interrupts is not validated: its score is no epoch result and must
+    never replace best.ckpt (the best checkpoint is only written after a validation).
     """
 
     SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
@@ -130,13 +136,23 @@ class SignalCheckpoint(L.Callback):
         self.requeue_on_slurm = requeue_on_slurm
         self.received: int | None = None
         self.stopped_by_signal = False
+        self._previous = {sig: signal.getsignal(sig) for sig in self.SIGNALS}
+        self._install()
 
     def _handler(self, signum, frame) -> None:
         self.received = signum
 
-    def on_train_start(self, trainer, pl_module) -> None:
+    def _install(self) -> None:
         for sig in self.SIGNALS:
             signal.signal(sig, self._handler)
+
+    def restore(self) -> None:
+        """Put back the handlers that were there before this run (for the next run in the process)."""
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._install()  # Lightning registered its own at fit start
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         stop = self.received is not None
@@ -148,6 +164,7 @@ class SignalCheckpoint(L.Callback):
         rank_zero_info(f"phiscale: received {name} at step {trainer.global_step}: saving {self.last.path}")
         self.last.save(trainer)
         self.stopped_by_signal = True
+        trainer.limit_val_batches = 0  # no validation of the interrupted part-epoch
         trainer.should_stop = True
 
     @property

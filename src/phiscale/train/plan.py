@@ -82,6 +82,7 @@ def make_plan(cfg: DictConfig) -> RunPlan:
                 f"{key}={res} is below {scale.name}'s total stride {scale.total_stride}; "
                 f"use {key}>={scale.total_stride}"
             )
+    check_data(cfg.data, train_res, eval_res)
     precision = str(tcfg.precision)
     if precision == "auto":
         precision = "bf16-mixed" if accelerator == "gpu" else "32-true"
@@ -139,6 +140,21 @@ def apply_budget(cfg: DictConfig) -> dict[str, str]:
     )
     cfg.model.phi = float(phi)
     return {f"budget_{k}": f"{float(v):g}" for k, v in budget.items()} | {"budget_phi": f"{phi:g}"}
+
+
+def check_data(data_cfg: Mapping[str, Any], train_resolution: int, eval_resolution: int) -> None:
+    """The loader settings and both data sources (paths exist, .beton headers read), as the loaders
+    will check them inside training: a bad value is refused before the MLflow run exists."""
+    from phiscale.data import dataset_sources
+    from phiscale.data.batch_loader import check_loader_args
+
+    for resolution in (train_resolution, eval_resolution):
+        check_loader_args(
+            batch_size=data_cfg["batch_size"], num_workers=data_cfg["num_workers"], resolution=resolution,
+            mean=data_cfg["mean"], std=data_cfg["std"], order=data_cfg.get("order", "random"),
+            crop_ratio=float(data_cfg["crop_ratio"]), min_crop_scale=float(data_cfg.get("min_crop_scale", 0.08)),
+        )
+    dataset_sources(data_cfg)
 
 
 # ---------------------------------------------------------------- the trainer -----

@@ -32,7 +32,7 @@ LIGHTNING_NOISE = (
 )
 # Warnings that do not apply to phiscale's runs.
 IGNORED_WARNINGS = (
-    r".*exists and is not empty",  # the checkpoint dir holds mlflow_run.json from the start
+    r".*exists and is not empty",  # a resumed run's checkpoint dir holds last.ckpt
     r"Found \d+ module\(s\) in eval mode",  # the EMA copy
     r".*isinstance\(treespec, LeafSpec\)",
     r"It is recommended to use `self.log\(.*sync_dist=True",  # val sums are reduced by the module itself
@@ -60,6 +60,7 @@ def build_trainer(cfg: DictConfig, plan: RunPlan, logger, extra_callbacks: Itera
         monitor="val/top1",
         mode="max",
         save_top_k=1,
+        save_on_train_epoch_end=False,  # only after a validation, with that validation's score
         auto_insert_metric_name=False,
         enable_version_counter=False,
     )
