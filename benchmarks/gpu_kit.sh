@@ -17,7 +17,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
-LIMIT_MIB=60
+LIMIT_MIB=${KIT_LIMIT_MIB:-60}  # KIT_LIMIT_MIB: only to test the refusal
 WHL=.whl DEBS=.debs
 FFCV_WHEEL_GLOB="ffcv-1.0.2-cp312-cp312-*.whl"
 rehearse=false
