@@ -38,8 +38,13 @@ libpath() { local l; l=$(libdir "$1"); echo "$l:$l/lapack:$l/blas${LD_LIBRARY_PA
 fetch() {
   local kit=$1
   mkdir -p "$kit"
+  local name updated=no
   for name in "${DEBS[@]}"; do
-    compgen -G "$kit/${name}_*.deb" >/dev/null || (cd "$kit" && apt-get download -q ${APT_OPTS:-} "$name" >/dev/null)
+    compgen -G "$kit/${name}_*.deb" >/dev/null && continue
+    # A fresh machine may have no package lists yet: update them once, then try again.
+    (cd "$kit" && apt-get download -q ${APT_OPTS:-} "$name" >/dev/null 2>&1) && continue
+    [ $updated = no ] && apt-get update -q >/dev/null && updated=yes
+    (cd "$kit" && apt-get download -q ${APT_OPTS:-} "$name" >/dev/null)
   done
   [ -f "$kit/ffcv-$FFCV_VERSION.tar.gz" ] ||
     "${PIP_PYTHON:-python3}" -m pip download -q --no-deps --no-binary :all: "ffcv==$FFCV_VERSION" -d "$kit"

@@ -146,7 +146,11 @@ def summarize(work: Path, tracking_uri: str, experiment: str, settings: dict, pe
         text = Path(steps["e_bare"]["log"]).read_text(errors="replace") if Path(steps["e_bare"]["log"]).exists() else ""
         found = {k: re.search(p, text) for k, p in OVERHEAD_LINES.items()}
         steps["e_bare"]["figures"] = {k: float(m.group(1)) if m else None for k, m in found.items()}
-        steps["e_bare"]["figures"]["images_per_s"] = steps["e_bare"]["figures"]["bare_images_per_s"]
+        bare = steps["e_bare"]["figures"]
+        bare["images_per_s"] = bare["bare_images_per_s"]
+        # The same model, resolution and batch as a_ddp, so a_ddp's FLOPs per image apply.
+        flops = steps.get("a_ddp", {}).get("figures", {}).get("forward_gflops_per_image")
+        bare["mfu"] = 3 * flops * 1e9 * bare["images_per_s"] / peak if flops and bare["images_per_s"] and peak else None
     if "d_resume" in steps and "a_ddp" in steps:
         figures = steps["a_ddp"].get("figures", {})
         steps["d_resume"]["figures"] = {
