@@ -124,6 +124,7 @@ install_ffcv() {
       echo "the build failed: the cp312 wheel built with the kit" | tee "$WORK/logs/ffcv.note"
     fi
     bash benchmarks/ffcv_from_debs.sh isolation "$PREFIX" "$SITE"/ffcv/_libffcv*.so || true
+    export LD_LIBRARY_PATH; LD_LIBRARY_PATH=$(bash benchmarks/ffcv_from_debs.sh libpath "$PREFIX")
   fi
   # ffcv 1.0.2 imports distutils.log, which Python 3.12 lacks unless setuptools' shim is active.
   if [ "$MODE" = gpu ] && ! "$PY" -c "import distutils.log" 2>/dev/null; then
@@ -205,7 +206,7 @@ main() {
     skip kit "--cpu: this machine's installed packages"
   fi
   step ffcv "$T_FFCV" bash -c install_ffcv
-  if [ "$MODE" = gpu ]; then
+  if [ "$MODE" = gpu ]; then  # FFCV's native library finds OpenCV and libturbojpeg in the prefix
     export LD_LIBRARY_PATH; LD_LIBRARY_PATH=$(bash benchmarks/ffcv_from_debs.sh libpath "$PREFIX")
   fi
   if ! timeout 120 "$PY" -c "$NUMBA_CHECK"; then
@@ -233,8 +234,8 @@ main() {
     fi
   done
   if [ "$MODE" = gpu ] || [ "${REHEARSE_COMPILE:-0}" = 1 ]; then
-    # shellcheck disable=SC2046
     # No validation here: eval mode would compile a second graph, and only the train windows count.
+    # shellcheck disable=SC2046
     step b_compile "$T_COMPILE" "$PY" -m phiscale.cli.train "${TRAIN_ARGS[@]}" "${TRAINER[@]}" trainer.compile=true \
       trainer.limit_val_batches=0 $(run_args b_compile "$STEPS_B")
   else
