@@ -15,16 +15,10 @@ from pathlib import Path
 import pytest
 
 from phiscale.mlflow_server import free_port, group_members, is_healthy, port_is_free, process_start_ticks
+from phiscale.tracking import get_or_create_experiment
 from phiscale.tracking_server import STATE_FILE, Postgres, allowed_hosts
 
 TRAIN = str(Path(sys.executable).with_name("phiscale-train"))
-
-
-def get_or_create_experiment():
-    """phiscale's own experiment get-or-create, under its current or its planned name."""
-    import phiscale.tracking as tracking
-
-    return getattr(tracking, "get_or_create_experiment", None) or tracking._experiment_id
 
 
 def one_line_error(result: subprocess.CompletedProcess) -> str:
@@ -134,7 +128,7 @@ def test_32_processes_create_one_experiment(pg_server):
     from mlflow.tracking import MlflowClient
 
     name = "created-by-32-at-once"
-    create = get_or_create_experiment()
+    create = get_or_create_experiment
     # fork: the children share this process's imports (32 fresh interpreters would each spend
     # seconds importing mlflow and lightning) and all call `create` when `go` is set.
     ctx = mp.get_context("fork")
