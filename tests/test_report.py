@@ -87,18 +87,6 @@ def logged_files(tracking_uri, run_id):
     return client, {a.path for a in client.list_artifacts(run_id)}
 
 
-@pytest.fixture(scope="module")
-def sqlite_store(tmp_path_factory, fake_sweep) -> str:
-    """One sqlite store for this module (creating one costs ~10 s of migrations): the fake sweep
-    in experiment "sweep", and an experiment "empty" without runs."""
-    from mlflow.tracking import MlflowClient
-
-    uri = f"sqlite:///{tmp_path_factory.mktemp('store') / 'mlflow.db'}"
-    fake_sweep.populate(uri, "sweep")
-    MlflowClient(uri).create_experiment("empty")
-    return uri
-
-
 def test_report_from_a_sqlite_store(sqlite_store, tmp_path, fake_sweep, capsys):
     uri = sqlite_store
     report = make_report("sweep", tracking_uri=uri, out_dir=tmp_path / "report")
@@ -134,18 +122,6 @@ def test_an_absent_store_is_named_not_created(tmp_path):
     with pytest.raises(PhiscaleError, match="no MLflow database at .*none.db"):
         make_report("x", tracking_uri=missing)
     assert not (tmp_path / "none.db").exists(), "the report must not create an empty store"
-
-
-
-
-def test_cli_error_is_one_line(tmp_path, capsys):
-    from phiscale.cli.report import main
-
-    with pytest.raises(SystemExit) as exit_info:
-        main(["--experiment", "x", "--tracking-uri", f"sqlite:///{tmp_path / 'none.db'}"])
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "none.db" in err
 
 
 def test_pareto_front_definition():

@@ -40,3 +40,16 @@ def test_two_processes_building_digits_at_once_get_one_dataset(tmp_path):
     assert len(train) == 1438
     leftovers = [p.name for p in (tmp_path / "data" / "digits").iterdir() if p.name.endswith(".tmp")]
     assert leftovers == []
+
+
+def test_split_indices_is_fixed_stratified_and_disjoint():
+    import numpy as np
+
+    from phiscale.data.digits import split_indices
+
+    labels = np.repeat([0, 1, 2], [10, 5, 1])
+    train, val = split_indices(labels, val_fraction=0.2, seed=0)
+    assert sorted([*train.tolist(), *val.tolist()]) == list(range(16))
+    assert [int((labels[val] == c).sum()) for c in range(3)] == [2, 1, 0]  # round(n * 0.2) per class
+    again_train, again_val = split_indices(labels, val_fraction=0.2, seed=0)
+    assert np.array_equal(val, again_val) and np.array_equal(train, again_train)

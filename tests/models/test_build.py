@@ -1,4 +1,5 @@
-"""The zoo reproduces the reference architectures: exact parameter counts, MACs, shapes, details."""
+"""The zoo reproduces the reference architectures (exact parameter counts, MACs, shapes, details),
+and bad scaling input fails early with one PhiscaleError that names the value and the fix."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ import pytest
 import torch
 from torch import nn
 
+from phiscale.errors import PhiscaleError
 from phiscale.models import MODEL_NAMES, PRESET_NAMES, build_model, resolve_scale
-from phiscale.models.layers import DropPath, InvertedResidual, SqueezeExcite
+from phiscale.models.layers import InvertedResidual, SqueezeExcite
 from phiscale.models.profile import count_macs, count_params
 
 # torchvision's counts (weights metadata `num_params`); mobilenet_v1: the Keras reference's
@@ -109,15 +111,7 @@ def test_stochastic_depth_grows_linearly_with_block_index():
     assert rates[-1] == pytest.approx(0.2 * 14 / 16)
 
 
-def test_drop_path_is_active_only_in_training():
-    drop = DropPath(0.5)
-    x = torch.ones(256, 4)
-    drop.train()
-    y = drop(x)
-    assert set(y.unique().tolist()) == {0.0, 2.0}, "survivors are scaled by 1/(1-p), the rest are dropped"
-    drop.eval()
-    assert torch.equal(drop(x), x)
-
+def test_drop_path_rate_randomises_only_training_forward_passes():
     torch.manual_seed(0)
     x = torch.randn(4, 3, 32, 32)
     model = build_model("efficientnet_b0", num_classes=10, dropout=0.0, drop_path_rate=0.5).train()
@@ -127,3 +121,39 @@ def test_drop_path_is_active_only_in_training():
         assert torch.equal(model(x), model(x))
     plain = build_model("efficientnet_b0", num_classes=10, dropout=0.0, drop_path_rate=0.0).train()
     assert torch.equal(plain(x), plain(x))
+
+
+def test_unknown_model_lists_the_valid_names():
+    with pytest.raises(PhiscaleError) as err:
+        build_model("resnet50")
+    message = str(err.value)
+    assert "resnet50" in message and all(name in message for name in MODEL_NAMES)
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    "name, kwargs, match",
+    [
+        ("efficientnet", {"phi": -1.0}, "phi=-1.0"),
+        ("efficientnet", {"phi": float("nan")}, "phi=nan"),
+        ("mobilenet_v2", {"width_mult": 0.0}, "width_mult=0.0"),
+        ("mobilenet_v1", {"width_mult": -0.5}, "width_mult=-0.5"),
+        ("mobilenet_v2", {"resolution": 16}, "total stride 32"),
+        ("mobilenet_v1", {"resolution_mult": 0.1}, "total stride 32"),
+        ("efficientnet_b0", {"num_classes": 0}, "num_classes=0"),
+        ("mobilenet_v3_small", {"phi": 1.0}, "phi applies only"),
+        ("efficientnet_b3", {"phi": 3.0}, "phi applies only"),
+        ("mobilenet_v2", {"alpha": 1.3}, "apply only to name='efficientnet'"),
+        ("efficientnet_b2", {"width_mult": 1.5}, "presets are fixed"),
+        ("efficientnet", {"width_mult": 1.5}, "derives it from phi"),
+        ("efficientnet", {"phi": 1.0, "beta": 0.0}, "beta=0.0"),
+        ("mobilenet_v2", {"dropout": 1.0}, "dropout=1.0"),
+        ("mobilenet_v1", {"drop_path_rate": 0.1}, "has none"),
+        ("mobilenet_v2", {"resolution": 160, "resolution_mult": 0.5}, "not both"),
+    ],
+)
+def test_bad_scaling_input_raises_one_clear_error(name, kwargs, match):
+    with pytest.raises(PhiscaleError, match=match) as err:
+        resolve_scale(name, **kwargs)
+    assert "\n" not in str(err.value)
+    assert isinstance(err.value, ValueError)

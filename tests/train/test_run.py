@@ -1,12 +1,22 @@
-"""A short real training run on digits is one MLflow run holding the params, tags, metrics
-and artifacts the tracking contract promises (docs/ARCHITECTURE.md, "MLflow schema")."""
+"""run_training: a short real run on digits is one MLflow run holding the params, tags, metrics
+and artifacts the tracking contract promises (docs/ARCHITECTURE.md, "MLflow schema"); bad configs
+and an unreachable store fail before any training work; a non-finite loss ends the run in one line."""
 
 from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
+from phiscale.errors import PhiscaleError
 from phiscale.train.run import run_training
+
+TRAIN = str(Path(sys.executable).with_name("phiscale-train"))
 
 PER_STEP = ["train/loss", "train/lr", "perf/images_per_s", "perf/images_per_s_per_device",
             "perf/step_time_s", "perf/data_wait_frac", "perf/peak_memory_mb"]
@@ -58,3 +68,47 @@ def test_short_run_is_one_complete_mlflow_run(fast_cfg, tmp_path):
     assert {"config.yaml", "summary.json", "checkpoints"} <= artifacts
     assert [a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")] == ["checkpoints/best.ckpt"]
     assert summary["status"] == "finished" and summary["epoch"] == 2
+
+
+def test_deepspeed_on_cpu_is_refused(fast_cfg):
+    with pytest.raises(PhiscaleError, match="DeepSpeed on CUDA GPUs only"):
+        run_training(fast_cfg("trainer=deepspeed", "trainer.accelerator=cpu"))
+
+
+def test_gpu_without_cuda_is_refused(fast_cfg):
+    with pytest.raises(PhiscaleError, match="no CUDA device"):
+        run_training(fast_cfg("trainer=gpu"))
+
+
+def test_more_cpu_processes_than_cores_is_refused(fast_cfg):
+    with pytest.raises(PhiscaleError, match="trainer.devices=512"):
+        run_training(fast_cfg("trainer=ddp", "trainer.devices=512"))
+
+
+def test_unreachable_tracking_server_fails_fast_with_the_uri(fast_cfg, tmp_path):
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    uri = f"http://127.0.0.1:{port}"
+    start = time.monotonic()
+    with pytest.raises(PhiscaleError, match=uri):
+        run_training(fast_cfg(f"tracking.uri={uri}", "tracking.connect_timeout_s=2"))
+    assert time.monotonic() - start < 60, "gave up long after tracking.connect_timeout_s (MLflow's own retries?)"
+    assert not (tmp_path / "outputs" / "runs").exists() or not any((tmp_path / "outputs" / "runs").rglob("*.ckpt"))
+
+
+@pytest.mark.slow
+def test_nonfinite_loss_stops_with_a_checkpoint_and_one_line(fast_overrides, tmp_path):
+    result = subprocess.run(
+        [TRAIN, *fast_overrides, "optim.lr_per_256=1e12", "optim.warmup_epochs=0", "run_name=nonfinite"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 2, result.stderr[-3000:]
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("phiscale-train: error: loss became non-finite (nan/inf) by step"), last_line
+    assert "Traceback" not in result.stderr
+    ckpt_dir = tmp_path / "outputs" / "runs" / "phiscale" / "nonfinite" / "checkpoints"
+    assert list(ckpt_dir.glob("nonfinite-step*.ckpt")), f"no checkpoint in {ckpt_dir}"
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    (run,) = client.search_runs([client.get_experiment_by_name("phiscale").experiment_id])
+    assert run.info.status == "FAILED"

@@ -1,9 +1,7 @@
-"""Writer -> FFCV loader: every label and the count survive; batches have the promised shape,
-dtype and layout; val crops match a PIL reference; epochs replay after a resume."""
+"""FFCV loaders: batches have the promised shape, dtype and layout; val crops match a PIL reference;
+epochs replay after a resume; settings FFCV cannot honour are refused in one line."""
 
 from __future__ import annotations
-
-import json
 
 import numpy as np
 import pytest
@@ -13,26 +11,14 @@ from PIL import Image
 pytest.importorskip("ffcv")
 
 from phiscale.data import ensure_digits, make_train_loader, make_val_loader, write_beton  # noqa: E402
+from phiscale.data.ffcv_loaders import _numba_threads  # noqa: E402
 from phiscale.data.imagefolder import scan_image_folder  # noqa: E402
 from phiscale.data.torch_loaders import center_crop  # noqa: E402
+from phiscale.errors import PhiscaleError  # noqa: E402
 
 CPU = torch.device("cpu")
 DIGITS = dict(mean=[79.0] * 3, std=[88.9] * 3, device=CPU, num_workers=2)
-
-
-def test_write_beton_keeps_every_label_in_order_and_the_class_map(small_folder, tmp_path):
-    out = write_beton(small_folder, tmp_path / "small.beton", compress_probability=0.5, num_workers=2,
-                      progress=False)
-    index = scan_image_folder(small_folder)
-    labels = [label for _, label in index.samples]
-    val = make_val_loader(out, batch_size=5, resolution=24, num_classes=3, **DIGITS)
-    seen = torch.cat([y.clone() for _, y in val]).tolist()
-    assert (len(val), val.num_samples) == (4, 16)
-    assert seen == labels
-    class_map = json.loads((tmp_path / "small.classes.json").read_text())
-    assert class_map["classes"] == ["class_000", "class_001", "class_002"]
-    assert class_map["class_to_idx"]["class_002"] == 2
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder", "small.beton", "small.classes.json"]
+ARGS = dict(batch_size=8, num_workers=1, resolution=32, mean=[79.0] * 3, std=[88.9] * 3, device="cpu")
 
 
 def test_train_and_val_batches_are_normalised_channels_last_float32_with_int64_labels():
@@ -85,3 +71,21 @@ def test_val_center_crop_matches_a_pil_reference(tmp_path, make_image_folder):
                           for p, _ in scan_image_folder(folder).samples])
     mad = np.abs(got - reference).mean()
     assert mad < 3.0, f"FFCV center crop differs from PIL's by {mad:.2f} levels (of 255) on average"
+
+
+def test_quasi_random_order_with_distributed_is_refused():
+    with pytest.raises(PhiscaleError, match="quasi_random is not implemented by FFCV with distributed"):
+        make_train_loader(ensure_digits().train_beton, order="quasi_random", distributed=True, **ARGS)
+
+
+def test_a_val_loader_keeps_its_resolution():
+    val = make_val_loader(ensure_digits().val_beton, **ARGS)
+    with pytest.raises(PhiscaleError, match="set_resolution is for train loaders"):
+        val.set_resolution(24)
+
+
+def test_worker_count_is_capped_at_the_cores_numba_saw():
+    from numba import config
+
+    assert _numba_threads(0) == 1 and _numba_threads(1) == 1
+    assert _numba_threads(10_000) == config.NUMBA_NUM_THREADS

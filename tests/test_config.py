@@ -1,13 +1,18 @@
-"""Every model × data × trainer option composes into a config the run planner accepts."""
+"""Where configs come from: every model × data × trainer option composes, the model group is
+generated from the model table with each family's knobs, and YAML reads the scaling facts."""
 
 from __future__ import annotations
 
 import itertools
 
 import pytest
+from omegaconf import OmegaConf
 
-from phiscale.config import compose_config, conf_dir
-from phiscale.models import MODEL_NAMES
+from phiscale.config import compose_config, conf_dir, model_config, register_model_configs, register_resolvers
+from phiscale.errors import PhiscaleError
+from phiscale.models import MODEL_NAMES, PRESET_NAMES, resolve_scale
+from phiscale.models.scaling import ALPHA, BASE_RESOLUTION, BETA, GAMMA
+from phiscale.train.plan import model_kwargs
 
 GROUPS = {g: sorted(p.stem for p in (conf_dir() / g).glob("*.yaml")) for g in ("data", "trainer", "optim", "tracking")}
 GROUPS["model"] = sorted(MODEL_NAMES)  # generated from the model table (phiscale.config)
@@ -62,3 +67,43 @@ def test_experiments_compose(experiment):
 def test_the_demo_is_a_small_cpu_run_on_digits():
     cfg = compose_config(["experiment=digits_demo"])
     assert (cfg.data.name, cfg.trainer.accelerator, cfg.run_name) == ("digits", "cpu", "digits-demo")
+
+
+SHARED = {"dropout": None, "drop_path_rate": None, "resolution": None}
+
+
+def test_model_config_per_family():
+    assert model_config("efficientnet") == {"name": "efficientnet", "phi": 0.0, "alpha": ALPHA, "beta": BETA,
+                                            "gamma": GAMMA, **SHARED}
+    assert model_config("efficientnet_b3") == {"name": "efficientnet_b3", **SHARED}, "presets are fixed"
+    assert model_config("mobilenet_v2") == {"name": "mobilenet_v2", "width_mult": 1.0, "depth_mult": None,
+                                            "resolution_mult": None, **SHARED}
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_every_model_config_is_accepted_by_its_model(name):
+    assert resolve_scale(name, **model_kwargs(model_config(name))).name == name
+
+
+def test_the_config_store_lists_every_model_of_the_table():
+    from hydra.core.config_store import ConfigStore
+
+    register_model_configs()
+    assert sorted(ConfigStore.instance().list("model")) == sorted(f"{name}.yaml" for name in MODEL_NAMES)
+    assert len(PRESET_NAMES) == len(MODEL_NAMES) - 1
+
+
+def test_the_scaling_resolver_reads_the_scaling_facts():
+    register_resolvers()
+    register_resolvers()  # idempotent: conf_dir() registers it on every call
+    facts = OmegaConf.create({"r": "${scaling:base_resolution}", "a": "${scaling:alpha}", "g": "${scaling:GAMMA}"})
+    assert (facts.r, facts.a, facts.g) == (BASE_RESOLUTION, ALPHA, GAMMA)
+    assert compose_config(["data=imagenet"]).data.base_resolution == BASE_RESOLUTION
+
+
+def test_a_conf_dir_without_train_yaml_is_named(tmp_path, monkeypatch):
+    monkeypatch.setenv("PHISCALE_CONF", str(tmp_path))
+    with pytest.raises(PhiscaleError, match=f"no train.yaml in {tmp_path}; set PHISCALE_CONF"):
+        conf_dir()
+    monkeypatch.delenv("PHISCALE_CONF")
+    assert (conf_dir() / "train.yaml").is_file()

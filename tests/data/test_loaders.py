@@ -1,4 +1,5 @@
-"""Two ranks (gloo, one process each) with distributed=True: one val epoch covers every sample exactly once."""
+"""The two calls the trainer makes: each backend behind the same signature, arguments checked once;
+with two ranks (gloo, one process each) and distributed=True one val epoch covers every sample once."""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ import sys
 
 import pytest
 
-from phiscale.data import write_beton
+from phiscale.data import BatchLoader, ensure_digits, make_train_loader, make_val_loader, write_beton
+from phiscale.errors import PhiscaleError
+
+ARGS = dict(batch_size=8, num_workers=1, resolution=32, mean=[79.0] * 3, std=[88.9] * 3, device="cpu")
 
 WORLD = 2
 # One rank: open train and val loaders for each source, record what this rank reads in one epoch.
@@ -57,3 +61,22 @@ def test_two_ranks_see_every_val_sample_exactly_once(tmp_path, make_image_folder
         assert [r["train_samples"] for r in ranks] == [7, 7] and [r["train_len"] for r in ranks] == [1, 1]
         train_seen = ranks[0]["train"] + ranks[1]["train"]
         assert len(train_seen) == 8 and len(set(train_seen)) == 8, f"{loader}: ranks overlap in train"
+
+
+def test_both_loaders_are_batch_loaders_of_the_same_val_set():
+    digits = ensure_digits()
+    ffcv = make_val_loader(digits.val_beton, loader="ffcv", **ARGS)
+    plain = make_val_loader(digits.val_dir, loader="torch", **ARGS)
+    assert isinstance(ffcv, BatchLoader) and isinstance(plain, BatchLoader)
+    assert (len(ffcv), ffcv.num_samples) == (len(plain), plain.num_samples) == (45, 359)
+
+
+def test_an_unknown_loader_is_named(tmp_path):
+    with pytest.raises(PhiscaleError, match="data.loader='tf'"):
+        make_val_loader(tmp_path, loader="tf", **ARGS)
+
+
+@pytest.mark.parametrize("scale", [0.0, 1.5])
+def test_a_crop_scale_outside_0_1_is_refused(scale):
+    with pytest.raises(PhiscaleError, match=rf"data.min_crop_scale={scale} must be in \(0, 1\]; ImageNet uses 0.08"):
+        make_train_loader(ensure_digits(betons=False).train_dir, loader="torch", min_crop_scale=scale, **ARGS)

@@ -1,13 +1,15 @@
-"""phiscale.slurm reads a job's SLURM variables and refuses a layout that cannot train."""
+"""phiscale.slurm reads a job's SLURM variables, refuses a layout that cannot train, and asks
+scontrol to requeue a job."""
 
 from __future__ import annotations
 
 import os
+import shutil
 
 import pytest
 
 from phiscale.errors import PhiscaleError
-from phiscale.slurm import check_slurm_layout, slurm_env, tasks_per_node
+from phiscale.slurm import check_slurm_layout, device_count, requeue, slurm_env, tasks_per_node
 
 # What a task of `sbatch --nodes=2 --ntasks-per-node=2 --array=0-3` sees on its second requeue.
 ARRAY_TASK = {
@@ -114,3 +116,27 @@ def test_outside_slurm_only_the_output_dir_is_checked(tmp_path):
         (tmp_path / "f").write_text("")
         check_slurm_layout(1, 1, tmp_path / "f", {})
     assert "every node shares" not in str(err.value)
+
+
+def test_a_variable_that_is_not_a_number_is_named():
+    with pytest.raises(PhiscaleError, match=r"SLURM_ARRAY_TASK_ID='x' is not an integer; is this really a SLURM job"):
+        slurm_env({**ARRAY_TASK, "SLURM_ARRAY_TASK_ID": "x"})
+    with pytest.raises(PhiscaleError, match=r"cannot parse SLURM tasks-per-node '2\(y3\)'"):
+        tasks_per_node("2(y3)")
+
+
+@pytest.mark.parametrize(
+    ("devices", "count"),
+    [(None, None), ("auto", None), ("-1", None), (-1, None), (3, 3), ("2", 2), ("0,1,3", 3), ([0, 1], 2)],
+)
+def test_trainer_devices_as_a_count(devices, count):
+    assert device_count(devices) == count
+
+
+def test_a_refused_requeue_is_a_warning_not_a_crash(tmp_path, monkeypatch):
+    if shutil.which("scontrol") is None:
+        pytest.skip("needs SLURM's scontrol on PATH")
+    (tmp_path / "slurm.conf").write_text("")  # a controller nobody runs: scontrol refuses at once
+    monkeypatch.setenv("SLURM_CONF", str(tmp_path / "slurm.conf"))
+    with pytest.warns(UserWarning, match=r"(?s)`scontrol requeue 1004_3` failed: .*configuration file"):
+        assert requeue(slurm_env(ARRAY_TASK)) is False

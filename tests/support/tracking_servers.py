@@ -1,5 +1,6 @@
 """One real PostgreSQL + `mlflow server` (started through `phiscale-server start`) shared by the
-module's tests, in a directory the `postgres` OS user can reach, on free ports."""
+tests that need it, in a directory the `postgres` OS user can reach, on free ports. The fixtures
+are registered by tests/conftest.py."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""`trainer=ddp` on CPU: two gloo processes, one MLflow run from rank 0, val metrics reduced
-exactly across ranks — checked against `phiscale-eval` of the best checkpoint in one process."""
+"""Two-process gloo DDP training then `phiscale-eval`: one MLflow run, val metrics reduced exactly across ranks."""
 
 from __future__ import annotations
 

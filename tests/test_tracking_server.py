@@ -256,18 +256,3 @@ def test_a_server_not_healthy_in_time_is_stopped_and_its_log_quoted(tmp_path, se
     assert f"was not healthy after 1 s; see {srv / 'logs' / 'mlflow.log'}" in line, line
     assert json.loads((srv / STATE_FILE).read_text())["mlflow_pid"] is None
     assert port_is_free(port), "the half-started server must be stopped"
-
-
-def test_stop_and_status_refuse_a_folder_without_a_server(tmp_path, server_cli):
-    for command in ("stop", "status"):
-        line = one_line_error(server_cli(command, "--dir", str(tmp_path)))
-        assert "holds no tracking server" in line
-
-
-def test_bad_ports_and_workers_are_refused(tmp_path, server_cli):
-    assert "--port 70000 is not a TCP port" in one_line_error(
-        server_cli("start", "--dir", str(tmp_path), "--port", "70000")
-    )
-    assert "--workers 0 must be at least 1" in one_line_error(
-        server_cli("start", "--dir", str(tmp_path), "--workers", "0")
-    )

@@ -1,0 +1,88 @@
+"""The LightningModule: top-k counting, exact val accuracy over uneven batches, the non-finite
+loss stop, and the RNG state a checkpoint carries."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from phiscale.errors import PhiscaleError
+from phiscale.train.module import NonFiniteLoss, restore_rng_states, rng_states, topk_correct
+
+
+def test_topk_correct_counts_labels_among_the_top_logits():
+    logits = torch.tensor([[0.1, 0.9, 0.0], [0.8, 0.1, 0.05], [0.2, 0.3, 0.5], [0.5, 0.4, 0.1]])
+    labels = torch.tensor([1, 1, 1, 2])
+    top1, top2 = topk_correct(logits, labels, ks=(1, 2))
+    assert (int(top1), int(top2)) == (1, 3)  # sample 0 by top-1; 1 and 2 by top-2; sample 3 never
+    top1, top5 = topk_correct(logits, labels)  # k=5 is capped at the 3 classes: every label is a hit
+    assert (int(top1), int(top5)) == (1, 4)
+
+
+def test_val_accuracy_is_exact_over_uneven_batches(tiny_classifier, cpu_trainer, fixed_batches):
+    """Per-batch means averaged would weight the short last batch like a full one; the module sums."""
+    module = tiny_classifier()
+    loader = fixed_batches(3, batch=5)
+    loader.batches[-1] = tuple(t[:2] for t in loader.batches[-1])  # 5 + 5 + 2 images
+    (metrics,) = cpu_trainer().validate(module, dataloaders=loader, verbose=False)
+    module.eval()
+    with torch.no_grad():
+        hits = [topk_correct(module(x), y) for x, y in loader]
+        losses = [torch.nn.functional.cross_entropy(module(x), y, reduction="sum") for x, y in loader]
+    assert metrics["val/top1"] == pytest.approx(sum(float(h[0]) for h in hits) / 12)
+    assert metrics["val/top5"] == pytest.approx(sum(float(h[1]) for h in hits) / 12)
+    assert metrics["val/loss"] == pytest.approx(float(sum(losses)) / 12, rel=1e-5)
+    assert module.best_val_top1 == pytest.approx(metrics["val/top1"]) == metrics["val/top1_best"]
+
+
+def test_ema_weights_are_validated_too(tiny_classifier, cpu_trainer, fixed_batches):
+    module = tiny_classifier(optim_cfg=dict(tiny_classifier().optim_cfg, ema_decay=0.99))
+    (metrics,) = cpu_trainer().validate(module, dataloaders=fixed_batches(2), verbose=False)
+    assert {"val_ema/top1", "val_ema/top5", "val_ema/loss"} <= set(metrics)
+    assert metrics["val_ema/top1"] == metrics["val/top1"], "an EMA never updated equals the model"
+
+
+def test_a_non_finite_loss_stops_training_with_one_line(tiny_classifier, cpu_trainer, fixed_batches):
+    loader = fixed_batches(3)
+    loader.batches[1][0][:] = float("inf")
+    with pytest.raises(NonFiniteLoss) as err:
+        cpu_trainer().fit(tiny_classifier(), train_dataloaders=loader)
+    message = str(err.value)
+    assert message.startswith("loss became non-finite (nan/inf) by step 1 (epoch 0)") and "\n" not in message
+    assert "optim.lr_per_256" in message and isinstance(err.value, PhiscaleError)
+
+
+def test_fp16_batches_meet_fp32_weights_outside_autocast(tiny_classifier):
+    module = tiny_classifier().eval()
+    images = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(module(images.half()), module(images.half().float()))
+
+
+def draws() -> tuple:
+    return torch.rand(3).tolist(), np.random.rand(3).tolist(), [random.random() for _ in range(3)]
+
+
+def test_rng_states_round_trip_through_a_weights_only_checkpoint(tmp_path, tiny_classifier):
+    module = tiny_classifier()
+    module.best_val_top1 = 0.75
+    checkpoint: dict = {}
+    module.on_save_checkpoint(checkpoint)
+    expected = draws()
+    torch.save(checkpoint, tmp_path / "c.ckpt")
+    loaded = torch.load(tmp_path / "c.ckpt", weights_only=True)  # as Lightning loads checkpoints
+    draws()  # the RNGs move on
+    resumed = tiny_classifier()
+    resumed.on_load_checkpoint(loaded)
+    assert draws() == expected, "torch, numpy and Python draw the same numbers after a resume"
+    assert resumed.best_val_top1 == 0.75
+
+
+def test_restore_rng_states_restores_each_generator():
+    states = rng_states()
+    expected = draws()
+    restore_rng_states(states)
+    assert draws() == expected
