@@ -28,7 +28,7 @@ ONCE = ["model/params", "model/macs_train", "model/macs_eval", "model/flops_trai
 
 @pytest.mark.slow
 def test_short_run_is_one_complete_mlflow_run(fast_cfg, tmp_path):
-    cfg = fast_cfg("optim.ema_decay=0.99", "run_name=smoke")
+    cfg = fast_cfg("optim.ema_decay=0.99", "run_name=smoke", "tracking.system_metrics_s=0.5")
     summary = run_training(cfg)
 
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
@@ -51,6 +51,18 @@ def test_short_run_is_one_complete_mlflow_run(fast_cfg, tmp_path):
     assert tags["width_mult"] == "0.5"
     assert tags["world_size"] == "1"
     assert len(tags["git_commit"]) >= 7 and tags["host"]
+    # What MLflow's UI reads: the training (not GenAI) view, the Source column, the description.
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert tags["mlflow.source.name"] == Path(sys.argv[0]).name and tags["mlflow.source.type"] == "LOCAL"
+    assert tags["mlflow.source.git.commit"] == tags["git_commit"] and tags["mlflow.user"]
+    assert "mobilenet_v3_small" in tags["mlflow.note.content"] and "on digits" in tags["mlflow.note.content"]
+    inputs = {d.dataset.name: d for d in run.inputs.dataset_inputs}
+    assert set(inputs) == {"digits-train", "digits-val"}, inputs
+    assert {t.key: t.value for t in inputs["digits-train"].tags} == {"mlflow.data.context": "training"}
+    assert '"num_samples": 1438' in inputs["digits-train"].dataset.profile and len(inputs["digits-val"].dataset.digest) == 16
+    system = [k for k in run.data.metrics if k.startswith("system/")]
+    assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes",
+            "system/disk_usage_percentage", "system/network_receive_megabytes"} <= set(system), system
 
     missing = [k for k in PER_STEP + PER_EPOCH + ONCE if k not in run.data.metrics]
     assert not missing, f"metrics missing from the run: {missing}"

@@ -25,7 +25,7 @@ from phiscale.tracking.store import (
     ui_command,
 )
 from phiscale.tracking.sync import find_output_dirs, is_lost, reap, sync_output_dir
-from phiscale.tracking.tags import environment_tags, flatten_config
+from phiscale.tracking.tags import environment_tags, flatten_config, system_tags
 from phiscale.tracking.writes import log_evaluation, log_report_run
 
 __all__ = [
@@ -51,6 +51,7 @@ __all__ = [
     "run_url",
     "short_http_timeouts",
     "sync_output_dir",
+    "system_tags",
     "tracking_dir",
     "ui_command",
 ]

@@ -51,12 +51,14 @@ def run_training(cfg: DictConfig, extra_callbacks: Iterable[Any] = (), extra_tag
     datamodule = ImageDataModule(resolved["data"], train_resolution=plan.train_resolution,
                                  eval_resolution=plan.eval_resolution, seed=plan.seed)
     plan.ckpt_dir.mkdir(parents=True, exist_ok=True)
+    environment = tracking.environment_tags(plan.world_size)
     logger = tracking.RunLogger(
         output_dir=plan.output_dir, tracking_uri=uri, experiment=str(tcfg.experiment), run_name=plan.run_name,
         params=tracking.flatten_config(resolved),
-        tags=metadata.scale_tags(plan.scale) | tracking.environment_tags(plan.world_size) | plan.tags | dict(extra_tags or {}),
+        tags=metadata.scale_tags(plan.scale) | environment | plan.tags | dict(extra_tags or {})
+        | tracking.system_tags(metadata.note(plan, str(cfg.data.name)), commit=environment["git_commit"]),
         mode=str(tcfg.mode), heartbeat_s=float(tcfg.heartbeat_s), retry_max_s=float(tcfg.retry_max_s),
-        connect_timeout_s=float(tcfg.connect_timeout_s),
+        connect_timeout_s=float(tcfg.connect_timeout_s), system_metrics_s=float(tcfg.system_metrics_s),
     )
     trainer, stops = build_trainer(cfg, plan, logger, extra_callbacks)  # Lightning's own checks, before the run opens
     status, error = "failed", None
@@ -87,6 +89,8 @@ def _open_run(logger, plan: RunPlan, cfg: DictConfig, model) -> None:
     else:
         logger.log_artifact(config)
         logger.log_metrics(metadata.profile_metrics(model, plan), step=0)
+        for dataset, tags in metadata.dataset_inputs(cfg.data):
+            logger.log_dataset(dataset, tags)
     logger.log_metrics({"run/restarts": float(record.restarts)}, step=metadata.checkpoint_step(plan.resume_from))
     logger.flush()
     where = logger.run_url or f"not in the store yet (journal: {logger.journal.path})"
