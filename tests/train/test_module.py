@@ -3,14 +3,11 @@ loss stop, and the RNG state a checkpoint carries."""
 
 from __future__ import annotations
 
-import random
-
-import numpy as np
 import pytest
 import torch
 
 from phiscale.errors import PhiscaleError
-from phiscale.train.module import NonFiniteLoss, restore_rng_states, rng_states, topk_correct
+from phiscale.train.module import NonFiniteLoss, topk_correct
 
 
 def test_topk_correct_counts_labels_among_the_top_logits():
@@ -60,29 +57,3 @@ def test_fp16_batches_meet_fp32_weights_outside_autocast(tiny_classifier):
     images = torch.randn(2, 3, 16, 16)
     with torch.no_grad():
         assert torch.allclose(module(images.half()), module(images.half().float()))
-
-
-def draws() -> tuple:
-    return torch.rand(3).tolist(), np.random.rand(3).tolist(), [random.random() for _ in range(3)]
-
-
-def test_rng_states_round_trip_through_a_weights_only_checkpoint(tmp_path, tiny_classifier):
-    module = tiny_classifier()
-    module.best_val_top1 = 0.75
-    checkpoint: dict = {}
-    module.on_save_checkpoint(checkpoint)
-    expected = draws()
-    torch.save(checkpoint, tmp_path / "c.ckpt")
-    loaded = torch.load(tmp_path / "c.ckpt", weights_only=True)  # as Lightning loads checkpoints
-    draws()  # the RNGs move on
-    resumed = tiny_classifier()
-    resumed.on_load_checkpoint(loaded)
-    assert draws() == expected, "torch, numpy and Python draw the same numbers after a resume"
-    assert resumed.best_val_top1 == 0.75
-
-
-def test_restore_rng_states_restores_each_generator():
-    states = rng_states()
-    expected = draws()
-    restore_rng_states(states)
-    assert draws() == expected

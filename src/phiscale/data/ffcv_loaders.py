@@ -2,9 +2,9 @@
 functions below. Importing this module imports ffcv (seconds): `phiscale.data` only does it on demand.
 
 Device-specific order (ffcv 1.0.2):
-- CUDA: decode -> flip -> ToTensor -> ToDevice -> ToTorchImage, then normalise on the GPU to fp16
+- CUDA: decode + crop + flip (seeded: phiscale.data.ffcv_seeded) -> ToTensor -> ToDevice -> ToTorchImage, then normalise on the GPU to fp16
   (uint8 crosses PCIe; ffcv's own GPU NormalizeImage needs cupy, so phiscale normalises in torch).
-- CPU: decode -> flip -> NormalizeImage(float32) -> ToTensor -> ToDevice(torch.device) -> ToTorchImage;
+- CPU: decode + crop + flip -> NormalizeImage(float32) -> ToTensor -> ToDevice(torch.device) -> ToTorchImage;
   the CUDA order makes `Loader()` spin forever on CPU (ffcv issue 396).
 """
 
@@ -29,9 +29,11 @@ from phiscale.errors import PhiscaleError
 
 ffcv = import_ffcv()
 from ffcv.fields.basics import IntDecoder  # noqa: E402
-from ffcv.fields.rgb_image import CenterCropRGBImageDecoder, RandomResizedCropRGBImageDecoder  # noqa: E402
+from ffcv.fields.rgb_image import CenterCropRGBImageDecoder  # noqa: E402
 from ffcv.loader import Loader, OrderOption  # noqa: E402
-from ffcv.transforms import NormalizeImage, RandomHorizontalFlip, Squeeze, ToDevice, ToTensor, ToTorchImage  # noqa: E402
+from ffcv.transforms import NormalizeImage, Squeeze, ToDevice, ToTensor, ToTorchImage  # noqa: E402
+
+from phiscale.data.ffcv_seeded import SeededRandomResizedCropFlip  # noqa: E402
 
 ORDERS = {"random": OrderOption.RANDOM, "quasi_random": OrderOption.QUASI_RANDOM}
 # Inception-style crop (Szegedy et al. 2015), as torchvision's RandomResizedCrop defaults.
@@ -51,9 +53,9 @@ def create_train_loader(
         raise PhiscaleError("data.order=quasi_random is not implemented by FFCV with distributed=True: "
                             "use data.order=random for multi-device runs")
     rank, world = rank_and_world_size(distributed)
-    decoder = RandomResizedCropRGBImageDecoder((resolution, resolution), scale=(float(min_crop_scale), 1.0),
-                                               ratio=CROP_RATIO)
-    image_pipeline = [decoder, RandomHorizontalFlip(), *_to_torch_image(device, mean, std)]
+    decoder = SeededRandomResizedCropFlip((resolution, resolution), scale=(float(min_crop_scale), 1.0),
+                                          ratio=CROP_RATIO, seed=seed)
+    image_pipeline = [decoder, *_to_torch_image(device, mean, std)]
     label_pipeline = [IntDecoder(), ToTensor(), Squeeze(1), ToDevice(device, non_blocking=True)]
     threads = torch.get_num_threads()
     loader = Loader(

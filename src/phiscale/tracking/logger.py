@@ -71,6 +71,7 @@ class RunLogger(Logger):
         self._connect_timeout_s = connect_timeout_s
         self._system_metrics_s = system_metrics_s
         self._system_metrics: SystemMetrics | None = None
+        self._sync_at_save = False
         self.journal: Journal | None = None
         self.record: RunRecord | None = None
         self.sender: Sender | None = None
@@ -237,13 +238,18 @@ class RunLogger(Logger):
 
     @rank_zero_only
     def flush(self) -> None:
-        """Make the journal durable (fsync): called before every checkpoint is written."""
+        """Make the journal durable (fsync): called before every checkpoint is written, and once more
+        at the next `save`, when Lightning has handed over the checkpointed step's own metrics."""
         if self.journal is not None:
             self.journal.sync()
+            self._sync_at_save = True
 
     @rank_zero_only
     def save(self) -> None:
-        """Lightning calls this after every log; the journal is already written, nothing to do."""
+        """Lightning calls this after each batch's metrics are logged (appends need nothing more)."""
+        if self._sync_at_save and self.journal is not None:
+            self.journal.sync()
+            self._sync_at_save = False
 
     def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
         self.flush()

@@ -84,10 +84,9 @@ class LastCheckpoint(L.Callback):
     """`last.ckpt` every N optimizer steps and at every epoch end (after validation).
 
     Lightning writes checkpoints atomically; the run's journal is fsynced first, so every metric
-    the checkpoint covers is on disk before the checkpoint exists. The step checkpoint is taken when
-    the next batch starts: Lightning hands a step's metrics to the logger only after that step's
-    `on_train_batch_end`, and a checkpoint taken there would cover a step whose metrics are not
-    journaled yet (a crash right after it would leave a gap in the history).
+    the checkpoint covers is on disk before the checkpoint exists. (Lightning hands the last step's
+    own metrics to the logger just after this hook; the run's logger fsyncs again once it has them,
+    see `tracking.RunLogger.flush`.)
     """
 
     def __init__(self, ckpt_dir: Path, every_n_steps: int) -> None:
@@ -106,8 +105,8 @@ class LastCheckpoint(L.Callback):
         trainer.save_checkpoint(self.path, weights_only=False)
         self._saved_at = trainer.global_step
 
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
-        if trainer.global_step > 0 and trainer.global_step % self.every == 0:
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if trainer.global_step % self.every == 0:
             self.save(trainer)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:

@@ -150,6 +150,16 @@ def note(plan: RunPlan, data_name: str) -> str:
     return f"phiscale: {describe(plan, data_name)}, world size {plan.world_size}{where}."
 
 
+def determinism(plan: RunPlan) -> str:
+    """What trainer.deterministic=true guarantees on this run's device, in one line."""
+    from phiscale.train.seeding import CUDA_NONDETERMINISTIC
+
+    if plan.accelerator == "gpu":
+        return (f"deterministic kernels where CUDA has them (cuDNN, cuBLAS); still nondeterministic on this "
+                f"device: {CUDA_NONDETERMINISTIC}; PyTorch warns when one runs")
+    return "deterministic: every op on CPU is; the same seed and config give the same run"
+
+
 def describe(plan: RunPlan, data_name: str) -> str:
     """One line saying what this run trains: model, φ and d/w/r, resolution, data, devices."""
     s = plan.scale

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import math
-import random
 from collections.abc import Mapping
 from typing import Any
 
 import lightning.pytorch as L
-import numpy as np
 import torch
 from torch import nn
 
 from phiscale.errors import PhiscaleError
 from phiscale.train.ema import ModelEma
 from phiscale.train.optim import build_lr_schedule, build_optimizer
+from phiscale.train.seeding import gather_rank_states, restore_rank_states
 
 
 class NonFiniteLoss(PhiscaleError):
@@ -168,30 +167,10 @@ class ImageClassifier(L.LightningModule):
 
     # -- checkpoint extras ------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["phiscale"] = {"best_val_top1": self.best_val_top1, "rng": rng_states()}
+        checkpoint["phiscale"] = {"best_val_top1": self.best_val_top1, "rng": gather_rank_states(self._trainer)}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         extra = checkpoint.get("phiscale", {})
         self.best_val_top1 = extra.get("best_val_top1", 0.0)
         if "rng" in extra:
-            restore_rng_states(extra["rng"])
-
-
-def rng_states() -> dict[str, Any]:
-    """Every RNG a training step draws from (dropout, drop path, augmentation in Python/numpy)."""
-    name, keys, pos, has_gauss, gauss = np.random.get_state()
-    # Plain types and tensors only: Lightning loads checkpoints with torch.load(weights_only=True).
-    numpy_state = (name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss))
-    states = {"torch": torch.get_rng_state(), "numpy": numpy_state, "python": random.getstate()}
-    if torch.cuda.is_available():
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    return states
-
-
-def restore_rng_states(states: dict[str, Any]) -> None:
-    torch.set_rng_state(states["torch"])
-    name, keys, pos, has_gauss, gauss = states["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
-    random.setstate(states["python"])
-    if "cuda" in states and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(states["cuda"])
+            restore_rank_states(extra["rng"], self._trainer)

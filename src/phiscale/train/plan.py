@@ -43,6 +43,7 @@ class RunPlan:
     model_kwargs: dict[str, Any]
     num_classes: int
     seed: int
+    deterministic: bool = False
     tags: dict[str, str] = field(default_factory=dict)  # from the plan itself (budget mode)
 
     @property
@@ -101,6 +102,7 @@ def make_plan(cfg: DictConfig) -> RunPlan:
         model_kwargs=kwargs,
         num_classes=num_classes,
         seed=int(cfg.seed),
+        deterministic=resolve_deterministic(tcfg.deterministic, accelerator),
         tags=tags,
     )
 
@@ -225,6 +227,15 @@ def check_stopping(tcfg: Mapping[str, Any]) -> None:
             raise PhiscaleError(f"trainer.{key}={value!r} must be an integer >= {low} ({meaning})")
     if tcfg["max_epochs"] == -1 and tcfg["max_steps"] == -1:
         raise PhiscaleError("trainer.max_epochs=-1 and trainer.max_steps=-1 would train forever; set one of them")
+
+
+def resolve_deterministic(value: Any, accelerator: str) -> bool:
+    """trainer.deterministic: auto = on for CPU (free there), off for GPUs (it costs speed)."""
+    if value == "auto":
+        return accelerator == "cpu"
+    if not isinstance(value, bool):
+        raise PhiscaleError(f"trainer.deterministic={value!r} is not one of auto, true, false")
+    return value
 
 
 def global_rank_from_env() -> int:

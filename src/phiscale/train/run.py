@@ -26,6 +26,7 @@ def run_training(cfg: DictConfig, extra_callbacks: Iterable[Any] = (), extra_tag
     from phiscale.train import metadata
     from phiscale.train.datamodule import ImageDataModule
     from phiscale.train.module import ImageClassifier
+    from phiscale.train.seeding import seed_rank_stream
     from phiscale.train.trainer import build_trainer, quiet_console
 
     started = time.time()
@@ -40,10 +41,11 @@ def run_training(cfg: DictConfig, extra_callbacks: Iterable[Any] = (), extra_tag
     if (done := finished_summary(plan, cfg)) is not None:
         return _already_finished(plan, done) if rank == 0 else {}
 
-    L.seed_everything(plan.seed, workers=True, verbose=False)
+    L.seed_everything(plan.seed, workers=True, verbose=False)  # the initial weights: the same on every rank
     if plan.accelerator == "cpu" and plan.devices > 1:
         torch.set_num_threads(max(1, torch.get_num_threads() // plan.devices))
     model = build_model(cfg.model.name, plan.num_classes, **plan.model_kwargs)
+    seed_rank_stream(plan.seed, rank)  # dropout, drop path, augmentation: each rank its own stream
     resolved = OmegaConf.to_container(cfg, resolve=True)
     module = ImageClassifier(model, optim_cfg=resolved["optim"], global_batch_size=plan.global_batch_size,
                              channels_last=bool(cfg.trainer.channels_last), compile_model=bool(cfg.trainer.compile),
@@ -96,6 +98,8 @@ def _open_run(logger, plan: RunPlan, cfg: DictConfig, model) -> None:
     where = logger.run_url or f"not in the store yet (journal: {logger.journal.path})"
     print(f"phiscale: training {metadata.describe(plan, str(cfg.data.name))}\n"
           f"phiscale: MLflow run {where}", flush=True)
+    if plan.deterministic:
+        print(f"phiscale: {metadata.determinism(plan)}", flush=True)
 
 
 def _close_run(logger, plan: RunPlan, cfg: DictConfig, trainer, module, stops, status: str, error: str | None,

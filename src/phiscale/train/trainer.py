@@ -74,6 +74,8 @@ def build_trainer(cfg: DictConfig, plan: RunPlan, logger, extra_callbacks: Itera
         num_nodes=plan.num_nodes,
         strategy=build_strategy(tcfg, plan, int(cfg.data.batch_size)),
         precision=plan.precision,
+        # "warn": deterministic kernels where they exist, a warning (not an error) for the rest
+        deterministic=("warn" if plan.accelerator == "gpu" else True) if plan.deterministic else False,
         max_epochs=int(tcfg.max_epochs),
         max_steps=int(tcfg.max_steps),
         limit_train_batches=tcfg.limit_train_batches,
