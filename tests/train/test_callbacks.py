@@ -16,8 +16,10 @@ from omegaconf import OmegaConf
 from phiscale.train.callbacks import (
     LastCheckpoint,
     ProgressiveResize,
+    ProgressLines,
     SignalCheckpoint,
     ThroughputMonitor,
+    format_duration,
     progressive_resolution,
 )
 from phiscale.train.datamodule import ImageDataModule
@@ -174,3 +176,16 @@ def test_a_mid_epoch_resume_sees_the_rest_of_that_epoch(tmp_path, fast_cfg, tiny
     trainer.fit(tiny_classifier(), datamodule=digits_datamodule(fast_cfg), ckpt_path=str(last.path))
     assert trainer.global_step == 6
     assert resumed.labels == uninterrupted.labels[3:6], "the resumed run must see batches 3-5, not 0-2 again"
+
+
+def test_progress_lines_say_epoch_step_loss_throughput_and_eta(tiny_classifier, fixed_batches, cpu_trainer):
+    lines: list[str] = []
+    cpu_trainer(callbacks=[ProgressLines(2, print_fn=lambda line, flush: lines.append(line))], max_epochs=2,
+                log_every_n_steps=2).fit(tiny_classifier(), train_dataloaders=fixed_batches(4))
+    assert lines and all(line.startswith("phiscale: epoch ") for line in lines), lines
+    assert "step 8/8" in lines[-1] and "eta 0s" in lines[-1] and "loss " in lines[-1], lines[-1]
+    assert "\r" not in "".join(lines), "plain lines, not a redrawn bar"
+
+
+def test_durations_read_as_a_person_would_write_them():
+    assert [format_duration(s) for s in (42, 725, 10_920)] == ["42s", "12m05s", "3h02m"]

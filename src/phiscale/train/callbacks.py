@@ -214,3 +214,44 @@ class ShareRunId(L.Callback):
         if trainer.world_size > 1:
             print(f"phiscale: rank {trainer.global_rank}/{trainer.world_size} logs to MLflow run {run_id} via rank 0",
                   flush=True)
+
+
+class ProgressLines(L.Callback):
+    """One plain line per logging interval (epoch, step/total, loss, images/s, ETA) instead of a
+    redrawn progress bar: what a SLURM .out file or any non-terminal stdout can show."""
+
+    def __init__(self, every_n_steps: int, print_fn=print) -> None:
+        self.every = max(1, every_n_steps)
+        self.print = print_fn
+        self._start: tuple[float, int] | None = None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if not trainer.is_global_zero:
+            return
+        step, now = trainer.global_step, time.perf_counter()
+        if self._start is None:
+            self._start = (now, step)
+            return
+        if step % self.every:
+            return
+        total = trainer.estimated_stepping_batches if trainer.max_steps == -1 else trainer.max_steps
+        done_here = step - self._start[1]
+        per_step = (now - self._start[0]) / max(done_here, 1)
+        metrics = trainer.callback_metrics
+        parts = [f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}", f"step {step}/{int(total)}"]
+        if "train/loss" in metrics:
+            parts.append(f"loss {float(metrics['train/loss']):.4f}")
+        if "perf/images_per_s" in metrics:
+            parts.append(f"{float(metrics['perf/images_per_s']):.0f} images/s")
+        parts.append(f"eta {format_duration(per_step * max(0, total - step))}")
+        self.print("phiscale: " + ", ".join(parts), flush=True)
+
+
+def format_duration(seconds: float) -> str:
+    """`3h02m`, `12m05s`, `42s`."""
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"

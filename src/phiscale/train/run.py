@@ -98,7 +98,7 @@ def _open_run(logger, plan: RunPlan, cfg: DictConfig, model) -> None:
     where = logger.run_url or f"not in the store yet (journal: {logger.journal.path})"
     print(f"phiscale: training {metadata.describe(plan, str(cfg.data.name))}\n"
           f"phiscale: MLflow run {where}", flush=True)
-    if plan.deterministic:
+    if cfg.trainer.deterministic is True:  # asked for: say what it guarantees here
         print(f"phiscale: {metadata.determinism(plan)}", flush=True)
 
 

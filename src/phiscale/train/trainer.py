@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from phiscale.train.callbacks import (
     LastCheckpoint,
     ProgressiveResize,
+    ProgressLines,
     ShareRunId,
     SignalCheckpoint,
     ThroughputMonitor,
@@ -64,6 +66,9 @@ def build_trainer(cfg: DictConfig, plan: RunPlan, logger, extra_callbacks: Itera
         enable_version_counter=False,
     )
     callbacks = [ShareRunId(), ThroughputMonitor(int(tcfg.log_every_n_steps)), last, signals, best]
+    bar = progress_bar(tcfg.progress_bar)
+    if tcfg.progress_bar == "auto" and not bar:  # a SLURM .out file: plain lines, not a redrawn bar
+        callbacks.append(ProgressLines(int(tcfg.log_every_n_steps)))
     if cfg.progressive.enabled:
         p = cfg.progressive
         callbacks.append(ProgressiveResize(final=plan.train_resolution, min_ratio=p.min_ratio, start=p.start,
@@ -85,7 +90,7 @@ def build_trainer(cfg: DictConfig, plan: RunPlan, logger, extra_callbacks: Itera
         sync_batchnorm=bool(tcfg.sync_batchnorm),
         log_every_n_steps=int(tcfg.log_every_n_steps),
         val_check_interval=tcfg.val_check_interval,
-        enable_progress_bar=bool(tcfg.progress_bar),
+        enable_progress_bar=bar,
         enable_model_summary=False,
         num_sanity_val_steps=0,
         use_distributed_sampler=False,  # FFCV shards per rank itself
@@ -95,6 +100,17 @@ def build_trainer(cfg: DictConfig, plan: RunPlan, logger, extra_callbacks: Itera
         plugins=slurm_plugins(),
     )
     return trainer, StopCallbacks(signals, best)
+
+
+def progress_bar(setting: Any) -> bool:
+    """trainer.progress_bar: true / false, or auto: a bar on a terminal, plain lines elsewhere."""
+    if setting == "auto":
+        return sys.stdout.isatty()
+    if not isinstance(setting, bool):
+        from phiscale.errors import PhiscaleError
+
+        raise PhiscaleError(f"trainer.progress_bar={setting!r} is not one of auto, true, false")
+    return setting
 
 
 def build_strategy(tcfg, plan: RunPlan, micro_batch: int):
