@@ -50,11 +50,15 @@ def test_the_same_seed_gives_the_same_history_and_another_seed_does_not(tmp_path
     assert first["train/loss"] != other["train/loss"], "seed=1 logged the same losses as seed=0"
 
 
+AUGMENTED = ["aug=randaugment", "aug.mixup=0.2", "aug.erasing=0.25"]  # the augmentation's streams resume too
+
+
 def test_a_resumed_run_logs_what_the_uninterrupted_run_logged(tmp_path):
-    uninterrupted = train(tmp_path, "whole")
+    uninterrupted = train(tmp_path, "whole", *AUGMENTED)
 
     out = tmp_path / "killed"
-    args = [*EVERY_STEP, f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", f"paths.output_dir={out}", "run_name=killed"]
+    args = [*EVERY_STEP, *AUGMENTED, f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", f"paths.output_dir={out}",
+            "run_name=killed"]
     proc = subprocess.Popen([TRAIN, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     ckpt = out / "checkpoints" / "last.ckpt"
     try:

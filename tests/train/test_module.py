@@ -3,8 +3,10 @@ loss stop, and the RNG state a checkpoint carries."""
 
 from __future__ import annotations
 
+import lightning.pytorch as L
 import pytest
 import torch
+from support.batches import FixedBatches
 
 from phiscale.errors import PhiscaleError
 from phiscale.train.module import NonFiniteLoss, topk_correct
@@ -57,3 +59,32 @@ def test_fp16_batches_meet_fp32_weights_outside_autocast(tiny_classifier):
     images = torch.randn(2, 3, 16, 16)
     with torch.no_grad():
         assert torch.allclose(module(images.half()), module(images.half().float()))
+
+
+class RecordTrainingBatch(L.Callback):
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.images, self.targets = batch
+
+
+def test_augmented_training_batches_are_normalised_soft_targets_and_validation_is_untouched(
+        tiny_classifier, cpu_trainer):
+    from phiscale.augment import BatchAugment
+
+    g = torch.Generator().manual_seed(0)
+    uint8 = [(torch.randint(0, 256, (8, 3, 16, 16), dtype=torch.uint8, generator=g),
+              torch.randint(0, 10, (8,), generator=g)) for _ in range(2)]
+    augment = BatchAugment("randaugment", mixup=0.2, num_classes=10, label_smoothing=0.1, seed=0)
+    module = tiny_classifier(augment=augment, mean=[128.0] * 3, std=[64.0] * 3)
+    seen = RecordTrainingBatch()
+    trainer = cpu_trainer(callbacks=[seen], limit_val_batches=1)
+    val = [(torch.randn(8, 3, 16, 16), torch.randint(0, 10, (8,), generator=g))]
+    trainer.fit(module, train_dataloaders=FixedBatches(uint8), val_dataloaders=FixedBatches(val))
+    assert seen.images.dtype == torch.float32 and seen.images.abs().max() <= 128 / 64 + 1e-6, "normalised"
+    assert seen.targets.shape == (8, 10) and torch.allclose(seen.targets.sum(1), torch.ones(8)), "soft targets"
+    assert module.on_after_batch_transfer(val[0], 0)[0] is val[0][0], "outside training the batch passes through"
+
+
+def test_an_inactive_augmentation_changes_nothing(tiny_classifier):
+    from phiscale.augment import BatchAugment
+
+    assert tiny_classifier(augment=BatchAugment("none", num_classes=10)).augment is None

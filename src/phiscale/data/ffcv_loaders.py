@@ -44,10 +44,11 @@ def create_train_loader(
     path: str | Path, *, batch_size: int, num_workers: int, resolution: int, mean: Sequence[float],
     std: Sequence[float], device: torch.device, distributed: bool = False, seed: int = 0,
     order: str = "random", os_cache: bool = True, batches_ahead: int = 3, num_classes: int | None = None,
-    min_crop_scale: float = CROP_SCALE[0],
+    min_crop_scale: float = CROP_SCALE[0], normalize: bool = True,
 ) -> FfcvBatchLoader:
-    """Random-resized-crop + flip + normalise, in a fresh random order each epoch; drops the last
-    partial batch; with `distributed`, FFCV's DistributedSampler-style split (padded to equal ranks)."""
+    """Random-resized-crop + flip + normalise (or uint8 images when not `normalize`: batch
+    augmentation comes next), in a fresh random order each epoch; drops the last partial batch; with
+    `distributed`, FFCV's DistributedSampler-style split (padded to equal ranks)."""
     info = check_beton(path, num_classes=num_classes)
     if distributed and order == "quasi_random":
         raise PhiscaleError("data.order=quasi_random is not implemented by FFCV with distributed=True: "
@@ -55,7 +56,7 @@ def create_train_loader(
     rank, world = rank_and_world_size(distributed)
     decoder = SeededRandomResizedCropFlip((resolution, resolution), scale=(float(min_crop_scale), 1.0),
                                           ratio=CROP_RATIO, seed=seed)
-    image_pipeline = [decoder, *_to_torch_image(device, mean, std)]
+    image_pipeline = [decoder, *_to_torch_image(device, mean, std, normalize)]
     label_pipeline = [IntDecoder(), ToTensor(), Squeeze(1), ToDevice(device, non_blocking=True)]
     threads = torch.get_num_threads()
     loader = Loader(
@@ -65,7 +66,8 @@ def create_train_loader(
     )
     torch.set_num_threads(threads)
     per_rank = -(-info.num_samples // world) if distributed else info.num_samples
-    return FfcvBatchLoader(loader, info, per_rank, device, mean, std, decoder=decoder, train=True)
+    return FfcvBatchLoader(loader, info, per_rank, device, mean, std, decoder=decoder, train=True,
+                           normalize=normalize)
 
 
 def create_val_loader(
@@ -91,10 +93,12 @@ def create_val_loader(
     return FfcvBatchLoader(loader, info, len(indices), device, mean, std, decoder=decoder, train=False)
 
 
-def _to_torch_image(device: torch.device, mean: Sequence[float], std: Sequence[float]) -> list:
+def _to_torch_image(device: torch.device, mean: Sequence[float], std: Sequence[float], normalize: bool = True) -> list:
     """The pipeline tail from decoded uint8 HWC crops to torch images on `device`."""
     if device.type == "cuda":
         return [ToTensor(), ToDevice(device, non_blocking=True), ToTorchImage()]  # normalised by FfcvBatchLoader
+    if not normalize:  # uint8 on the CPU (no ToDevice: ffcv issue 396's spin needs it there)
+        return [ToTensor(), ToTorchImage()]
     return [NormalizeImage(np.array(mean), np.array(std), np.float32), ToTensor(), ToDevice(device),
             ToTorchImage()]
 
@@ -110,10 +114,11 @@ class FfcvBatchLoader:
     """An ffcv Loader as a `BatchLoader`: epoch control, resolution changes, torch's thread count kept."""
 
     def __init__(self, loader: Loader, info: BetonInfo, num_samples: int, device: torch.device,
-                 mean: Sequence[float], std: Sequence[float], *, decoder, train: bool):
+                 mean: Sequence[float], std: Sequence[float], *, decoder, train: bool, normalize: bool = True):
         self.loader, self.info, self.num_samples, self.device = loader, info, num_samples, device
         self._decoder, self._train = decoder, train  # the decoder's output size is the resolution
-        self._normalize = Normalize(mean, std, device, CUDA_IMAGE_DTYPE) if device.type == "cuda" else None
+        on_gpu = normalize and device.type == "cuda"
+        self._normalize = Normalize(mean, std, device, CUDA_IMAGE_DTYPE) if on_gpu else None
 
     def __len__(self) -> int:
         return len(self.loader)

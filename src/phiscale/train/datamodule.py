@@ -67,12 +67,14 @@ class ImageDataModule(L.LightningDataModule):
         train_resolution: int,
         eval_resolution: int,
         seed: int = 0,
+        uint8_train: bool = False,
     ) -> None:
         super().__init__()
         self.data_cfg = dict(data_cfg)
         self.train_resolution = train_resolution
         self.eval_resolution = eval_resolution
         self.seed = seed
+        self.uint8_train = uint8_train  # batch augmentation follows: the module normalises
         self.train_loader: ResumableLoader | None = None
         self.val_loader: Any = None
 
@@ -107,6 +109,7 @@ class ImageDataModule(L.LightningDataModule):
                     seed=self.seed,
                     order=self.data_cfg.get("order", "random"),
                     min_crop_scale=float(self.data_cfg.get("min_crop_scale", 0.08)),
+                    normalize=not self.uint8_train,
                     **common,
                 )
             )

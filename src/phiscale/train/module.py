@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import lightning.pytorch as L
@@ -33,7 +33,10 @@ class ImageClassifier(L.LightningModule):
 
     `optim_cfg` is the resolved `optim` config group; `global_batch_size` drives the LR scaling rule.
     `run_config` (the whole resolved config) is stored in the checkpoint so `phiscale-eval` and
-    `phiscale-export` can rebuild the model from the checkpoint alone.
+    `phiscale-export` can rebuild the model from the checkpoint alone. With `augment` (a
+    phiscale.augment.BatchAugment) the train loader hands over uint8 batches, which are augmented
+    and then normalised with `mean`/`std` on the device, for training steps only; mixup/CutMix
+    targets are soft and the loss reads them as such.
     """
 
     def __init__(
@@ -45,9 +48,15 @@ class ImageClassifier(L.LightningModule):
         channels_last: bool = True,
         compile_model: bool = False,
         run_config: Mapping[str, Any] | None = None,
+        augment: Any = None,
+        mean: Sequence[float] = (0.0, 0.0, 0.0),
+        std: Sequence[float] = (1.0, 1.0, 1.0),
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["model"])
+        self.save_hyperparameters(ignore=["model", "augment"])
+        self.augment = augment if augment is not None and augment.active else None
+        self._mean, self._std = list(mean), list(std)
+        self._normalize = None  # built on the first batch's device
         self.model = model
         self.optim_cfg = dict(optim_cfg)
         self.global_batch_size = global_batch_size
@@ -71,10 +80,27 @@ class ImageClassifier(L.LightningModule):
         return images
 
     # -- training ------------------------------------------------------------------
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """Training batches: augment the uint8 images on their device, then normalise them."""
+        if self.augment is None or not self.trainer.training:
+            return batch
+        images, labels = self.augment(*batch)
+        if self._normalize is None:
+            from phiscale.data.batch_loader import CUDA_IMAGE_DTYPE, Normalize
+
+            dtype = CUDA_IMAGE_DTYPE if images.device.type == "cuda" else torch.float32
+            self._normalize = Normalize(self._mean, self._std, images.device, dtype)
+        return self._normalize(images), labels
+
     def training_step(self, batch, batch_idx: int):
-        images, labels = batch
+        images, labels = batch  # labels: int64 [N], or soft targets [N, C] (mixup / CutMix)
         logits = self(images)
-        loss = self.criterion(logits.float(), labels)
+        if labels.dim() == 2:
+            from phiscale.augment import soft_target_cross_entropy
+
+            loss = soft_target_cross_entropy(logits.float(), labels)  # label smoothing already folded in
+        else:
+            loss = self.criterion(logits.float(), labels)
         self._check_finite(loss.detach())
         if self._logs_this_step():
             self.log("train/loss", loss.detach(), on_step=True, on_epoch=False, prog_bar=True, batch_size=len(labels))
@@ -167,10 +193,14 @@ class ImageClassifier(L.LightningModule):
 
     # -- checkpoint extras ------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["phiscale"] = {"best_val_top1": self.best_val_top1, "rng": gather_rank_states(self._trainer)}
+        augment = self.augment.state_dict() if self.augment is not None else None
+        checkpoint["phiscale"] = {"best_val_top1": self.best_val_top1,
+                                  "rng": gather_rank_states(self._trainer, augment=augment)}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         extra = checkpoint.get("phiscale", {})
         self.best_val_top1 = extra.get("best_val_top1", 0.0)
         if "rng" in extra:
-            restore_rank_states(extra["rng"], self._trainer)
+            state = restore_rank_states(extra["rng"], self._trainer)
+            if state is not None and self.augment is not None and state.get("augment") is not None:
+                self.augment.load_state_dict(state["augment"])

@@ -44,6 +44,7 @@ class RunPlan:
     num_classes: int
     seed: int
     deterministic: bool = False
+    augment: bool = False  # batch augmentation on the device (the loader hands over uint8 images)
     tags: dict[str, str] = field(default_factory=dict)  # from the plan itself (budget mode)
 
     @property
@@ -84,6 +85,7 @@ def make_plan(cfg: DictConfig) -> RunPlan:
                 f"use {key}>={scale.total_stride}"
             )
     check_data(cfg.data, train_res, eval_res)
+    augment = build_augment(cfg, rank=0)  # every aug.* value checked now
     precision = str(tcfg.precision)
     if precision == "auto":
         precision = "bf16-mixed" if accelerator == "gpu" else "32-true"
@@ -103,6 +105,7 @@ def make_plan(cfg: DictConfig) -> RunPlan:
         num_classes=num_classes,
         seed=int(cfg.seed),
         deterministic=resolve_deterministic(tcfg.deterministic, accelerator),
+        augment=augment.active,
         tags=tags,
     )
 
@@ -142,6 +145,15 @@ def apply_budget(cfg: DictConfig) -> dict[str, str]:
     )
     cfg.model.phi = float(phi)
     return {f"budget_{k}": f"{float(v):g}" for k, v in budget.items()} | {"budget_phi": f"{phi:g}"}
+
+
+def build_augment(cfg: DictConfig, rank: int):
+    """The run's BatchAugment from the `aug` group (its values checked here), seeded per rank."""
+    from phiscale.augment import BatchAugment
+
+    settings = {k: v for k, v in cfg.aug.items() if k != "policy"}
+    return BatchAugment(str(cfg.aug.policy), **settings, num_classes=int(cfg.data.num_classes),
+                        label_smoothing=float(cfg.optim.get("label_smoothing") or 0.0), seed=int(cfg.seed), rank=rank)
 
 
 def check_data(data_cfg: Mapping[str, Any], train_resolution: int, eval_resolution: int) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from phiscale.train.plan import RunPlan, finished_summary, global_rank_from_env, make_plan
+from phiscale.train.plan import RunPlan, build_augment, finished_summary, global_rank_from_env, make_plan
 
 
 def run_training(cfg: DictConfig, extra_callbacks: Iterable[Any] = (), extra_tags: Mapping[str, str] | None = None) -> dict:
@@ -49,9 +49,10 @@ def run_training(cfg: DictConfig, extra_callbacks: Iterable[Any] = (), extra_tag
     resolved = OmegaConf.to_container(cfg, resolve=True)
     module = ImageClassifier(model, optim_cfg=resolved["optim"], global_batch_size=plan.global_batch_size,
                              channels_last=bool(cfg.trainer.channels_last), compile_model=bool(cfg.trainer.compile),
-                             run_config=resolved)
+                             run_config=resolved, augment=build_augment(cfg, rank), mean=cfg.data.mean,
+                             std=cfg.data.std)
     datamodule = ImageDataModule(resolved["data"], train_resolution=plan.train_resolution,
-                                 eval_resolution=plan.eval_resolution, seed=plan.seed)
+                                 eval_resolution=plan.eval_resolution, seed=plan.seed, uint8_train=plan.augment)
     plan.ckpt_dir.mkdir(parents=True, exist_ok=True)
     environment = tracking.environment_tags(plan.world_size)
     logger = tracking.RunLogger(

@@ -57,9 +57,10 @@ def _distributed(trainer) -> bool:
     return trainer is not None and trainer.world_size > 1 and torch.distributed.is_initialized()
 
 
-def gather_rank_states(trainer) -> dict[str, Any]:
-    """Every rank's RNG states, for the checkpoint (a collective: all ranks save checkpoints together)."""
-    states = rng_states()
+def gather_rank_states(trainer, **extra: Any) -> dict[str, Any]:
+    """Every rank's RNG states (and `extra` per-rank state, e.g. the augmentation's generators), for
+    the checkpoint (a collective: all ranks save checkpoints together)."""
+    states = rng_states() | extra
     if not _distributed(trainer):
         return {"ranks": [states]}
     gathered: list[Any] = [None] * trainer.world_size
@@ -67,10 +68,13 @@ def gather_rank_states(trainer) -> dict[str, Any]:
     return {"ranks": gathered}
 
 
-def restore_rank_states(saved: dict[str, Any], trainer) -> None:
-    """Continue this rank's own stream; a checkpoint from another world size leaves it as seeded."""
+def restore_rank_states(saved: dict[str, Any], trainer) -> dict[str, Any] | None:
+    """Continue this rank's own stream; returns its saved state (None when the checkpoint came from
+    another world size: the streams then stay as seeded)."""
     ranks = saved.get("ranks", [saved])  # checkpoints before per-rank states held one rank's
     rank = trainer.global_rank if trainer is not None else 0
     world = trainer.world_size if trainer is not None else 1
-    if len(ranks) == world:
-        restore_rng_states(ranks[rank])
+    if len(ranks) != world:
+        return None
+    restore_rng_states(ranks[rank])
+    return ranks[rank]

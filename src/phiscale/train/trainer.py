@@ -38,6 +38,7 @@ IGNORED_WARNINGS = (
     r".*isinstance\(treespec, LeafSpec\)",
     r"It is recommended to use `self.log\(.*sync_dist=True",  # val sums are reduced by the module itself
     r"You're resuming from a checkpoint that ended before the epoch ended",  # our loader is stateful (datamodule)
+    r"You have overridden `on_after_batch_transfer` in `LightningModule`",  # the module augments, on purpose
 )
 
 
