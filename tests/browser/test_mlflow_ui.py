@@ -1,60 +1,161 @@
-"""Headless Chromium opens the MLflow UI of the shared test server and finds the sweep's runs."""
+"""The MLflow UI as its users see it, after one real short `phiscale-train` run: headless Chromium
+(driven through its DevTools protocol, waiting on what the page shows) opens the experiment page and
+the run page and finds the training view: the run in the runs table with its datasets and val/top1,
+the run's val/top1 chart, its dataset inputs, and the System metrics tab. Screenshots of each page go
+to the test's tmp dir.
+
+What MLflow 3.17.2's UI does (read in mlflow/server/js/build, main.*.js and experimentPage chunks):
+- a global GenAI / Model training switch decides the experiment page's view; it is read from the
+  URL's `?workflowType=` and else the browser's localStorage (`mlflow.workflowType`), default GenAI;
+  the experiment's `mlflow.experimentKind` tag is read only behind a feature flag the build turns off.
+- the runs table shows no metric column until one is chosen (Columns, or Sort, which adds it).
+- a run page's charts are drawn as they scroll into view; the chart search box filters them.
+"""
 
 from __future__ import annotations
 
+import json
 import re
-import shutil
-import subprocess
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
+from mlflow.tracking import MlflowClient
+from support.chromium import Chromium
+from support.runs import FAST, Training
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-# MLflow 3.17's React UI: `#/experiments/<id>` opens the GenAI overview; the runs table is /runs.
-# --virtual-time-budget lets the page's fetches and renders finish before the DOM is dumped.
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--window-size=1400,900",
-]
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
-
-def chromium(url: str, user_data_dir, *action: str, budget_ms: int) -> subprocess.CompletedProcess:
-    args = [
-        CHROMIUM,
-        *FLAGS,
-        f"--user-data-dir={user_data_dir}",
-        f"--virtual-time-budget={budget_ms}",
-        *action,
-        url,
-    ]
-    return subprocess.run(args, capture_output=True, text=True, timeout=180)
+TRAIN_TIMEOUT_S = 600
+EXPERIMENT = "ui"
+TRAINING_DATASET = "digits-train"
+# What only MLflow's GenAI overview shows (its charts of traces); the training view has none of it.
+GENAI_OVERVIEW = ("Token Usage", "Tokens per Trace")
+SYSTEM_METRICS = ("cpu_utilization_percentage", "system_memory_usage_megabytes", "disk_usage_percentage",
+                  "network_receive_megabytes")  # fmt: skip
+CLOSE_ASSISTANT = 'button[data-component-id="mlflow.assistant.chat_panel.close"]'
+MIN_SCREENSHOT_BYTES = 20_000  # a blank 1600x1000 PNG is a few kB
 
 
-@pytest.mark.slow
-@pytest.mark.browser
-def test_mlflow_ui_lists_the_sweep_runs(mlflow_server, server_experiment, fake_sweep, tmp_path):
-    if not shutil.which(CHROMIUM):
-        pytest.fail(f"chromium not found at {CHROMIUM}: apt-get install chromium")
+@dataclass(frozen=True)
+class TrainedRun:
+    server: str
+    experiment_id: str
+    run_id: str
+    run_name: str
+    run_url: str  # the link phiscale-train printed
+    val_top1: float  # the run's last val/top1, as MLflow holds it
+
+
+@pytest.fixture(scope="module")
+def trained(mlflow_server, tmp_path_factory) -> TrainedRun:
+    """One real short training run tracked to the session's `mlflow server`, system metrics every second."""
+    out = tmp_path_factory.mktemp("ui-run") / "run"
+    args = [*FAST, f"tracking.uri={mlflow_server.url}", f"tracking.experiment={EXPERIMENT}",
+            "tracking.system_metrics_s=1", f"paths.output_dir={out}"]  # fmt: skip
+    training = Training(args, out.parent / "train.log")
+    assert training.wait(TRAIN_TIMEOUT_S) == 0, training.output()[-3000:]
+    printed = re.findall(r"phiscale: MLflow run (http://\S+)", training.output())
+    assert printed, f"phiscale-train printed no run link:\n{training.output()[-2000:]}"
+
+    client = MlflowClient(mlflow_server.url)
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.info.status == "FINISHED"
+    # The System metrics tab charts `system/` metrics: one sample a second, steps 0, 1, 2, ...
+    for name in SYSTEM_METRICS:
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, f"system/{name}")]
+        assert len(steps) >= 2 and sorted(steps) == list(range(len(steps))), f"system/{name}: steps {steps}"
+    return TrainedRun(mlflow_server.url, experiment.experiment_id, run.info.run_id, run.info.run_name,
+                      printed[-1], run.data.metrics["val/top1"])  # fmt: skip
+
+
+@pytest.fixture
+def browser(tmp_path):
+    """A fresh headless Chromium (a new profile: nothing remembered from an earlier visit)."""
+    with Chromium(tmp_path / "profile", width=1920, height=1080) as chromium:
+        yield chromium
+
+
+def screenshot(browser: Chromium, path: Path) -> Path:
+    browser.screenshot(path)
+    assert path.stat().st_size > MIN_SCREENSHOT_BYTES, f"{path} is {path.stat().st_size} bytes: a blank page?"
+    print(f"\nscreenshot: {path}")
+    return path
+
+
+def which_view(run_name: str) -> str:
+    """JavaScript: 'runs' once the runs table lists the run, 'genai' once the GenAI overview shows."""
+    return f"""(() => {{ const text = document.body ? document.body.innerText : '';
+        if (text.includes('Run Name') && text.includes({json.dumps(run_name)})) return 'runs';
+        if ({json.dumps(list(GENAI_OVERVIEW))}.some(t => text.includes(t))) return 'genai';
+        return null; }})()"""
+
+
+def row_text(run_name: str) -> str | None:
+    """JavaScript: the text of the run's row in the runs table (the grid splits a row into a pinned
+    part and a scrolling part: both carry the row's `row-index`)."""
+    return f"""(() => {{ const rows = Array.from(document.querySelectorAll('[role=row][row-index]'));
+        const mine = rows.find(r => r.innerText.includes({json.dumps(run_name)}));
+        return mine ? rows.filter(r => r.getAttribute('row-index') === mine.getAttribute('row-index'))
+            .map(r => r.innerText).join('\\n') : null; }})()"""
+
+
+def tab(name: str) -> str:
+    return f"js:Array.from(document.querySelectorAll('[role=tab]')).find(e => e.innerText.trim() === {json.dumps(name)})"
+
+
+def chart_drawn(series: str) -> str:
+    """JavaScript: the page shows the chart legend `series` and has drawn at least one line."""
+    return f"""document.body.innerText.includes({json.dumps(series)})
+        && document.querySelectorAll('.js-plotly-plot .scatterlayer .trace path.js-line').length > 0"""
+
+
+def test_the_runs_table_lists_the_run_its_datasets_and_val_top1(trained, browser, tmp_path):
+    # The experiment page in Model training mode: what the UI's switch opens (it navigates to this URL).
+    url = f"{trained.server}/#/experiments/{trained.experiment_id}?workflowType=machine_learning"
+    browser.open(url)
+    assert browser.wait_for(which_view(trained.run_name), "the runs table or the GenAI overview") == "runs", url
+    browser.wait_for_text(trained.run_name, TRAINING_DATASET, "Training", "phiscale-train")
+    # No metric column until one is chosen: sort by val/top1, which adds its column (as a user would).
+    browser.click('[data-testid="sort-select-dropdown"]', "the runs table's Sort menu")
+    browser.click('[data-testid="sort-select-val/top1"]', "val/top1 in the Sort menu")
+    value = repr(trained.val_top1)  # the table prints the full value, as JavaScript writes a double
+    browser.wait_for_text("Sort: val/top1", value)
+    headers = browser.evaluate("Array.from(document.querySelectorAll('[role=columnheader]')).map(e => e.innerText.trim())")
+    assert "val/top1" in headers, f"no val/top1 column in the runs table: {headers}"
+    row = browser.evaluate(row_text(trained.run_name))
+    assert row and value in row, f"the run's row does not show its val/top1 {value}: {row!r}"
+    assert not any(t in browser.text() for t in GENAI_OVERVIEW), "the GenAI overview, not the runs table"
+
+    browser.click(CLOSE_ASSISTANT, "the MLflow Assistant's close button")  # the table gets the width
+    browser.evaluate(f"""Array.from(document.querySelectorAll('[role=gridcell],[role=cell]'))
+        .find(e => e.innerText.trim() === {json.dumps(value)}).scrollIntoView({{inline: 'center'}})""")
+    screenshot(browser, tmp_path / "experiment.png")
+
+
+def test_the_run_page_shows_val_top1_its_dataset_and_system_metrics(trained, browser, tmp_path):
+    browser.open(trained.run_url)  # the link phiscale-train printed at the end of the run
+    browser.wait_for_text(trained.run_name, "Overview", "Model metrics", "System metrics", "Datasets",
+                          TRAINING_DATASET, "val/top1", repr(trained.val_top1), "system/cpu_utilization_percentage")
+    browser.click(CLOSE_ASSISTANT, "the MLflow Assistant's close button")
+    screenshot(browser, tmp_path / "run.png")
+
+    browser.click(tab("Model metrics"), "the run's Model metrics tab")
+    browser.click('input[placeholder="Search metric charts"]', "the chart search box")
+    browser.type_text("val/top1")
+    browser.wait_for(chart_drawn(f"{trained.run_name} (val/top1)"), "the run's val/top1 chart")
+    screenshot(browser, tmp_path / "run-val-top1.png")
+
+    browser.click(tab("System metrics"), "the run's System metrics tab")
+    for name in SYSTEM_METRICS:
+        browser.wait_for(chart_drawn(f"{trained.run_name} (system/{name})"), f"the system/{name} chart")
+    screenshot(browser, tmp_path / "run-system-metrics.png")
+
+
+def test_the_runs_page_lists_a_sweeps_runs(mlflow_server, server_experiment, fake_sweep, browser, tmp_path):
+    """The fake sweep the report reads (conftest.RUNS), on the runs page of a plain MLflow experiment."""
     _, experiment_id = server_experiment
-    url = f"{mlflow_server.url}/#/experiments/{experiment_id}/runs"
-
-    missing = fake_sweep.order
-    for attempt, budget_ms in enumerate((20_000, 60_000)):
-        result = chromium(url, tmp_path / f"profile-dom-{attempt}", "--dump-dom", budget_ms=budget_ms)
-        text = re.sub(r"<[^>]+>", " ", result.stdout)
-        missing = [name for name in fake_sweep.order if name not in text]
-        if not missing:
-            break
-    assert result.returncode == 0, f"chromium failed: {result.stderr[-2000:]}"
-    assert "MLflow" in result.stdout, "not the MLflow UI"
-    assert not missing, f"runs not on the UI page {url}: {missing}"
-
-    shot = tmp_path / "mlflow_ui.png"
-    chromium(url, tmp_path / "profile-shot", f"--screenshot={shot}", budget_ms=20_000)
-    assert shot.exists() and shot.stat().st_size > 10_000, f"no screenshot of {url}"
-    print(f"\nscreenshot of the MLflow UI: {shot}")
+    browser.open(f"{mlflow_server.url}/#/experiments/{experiment_id}/runs")
+    browser.wait_for_text("Run Name", *fake_sweep.order)
+    screenshot(browser, tmp_path / "sweep-runs.png")
