@@ -111,6 +111,21 @@ def chart_drawn(series: str) -> str:
         && document.querySelectorAll('.js-plotly-plot .scatterlayer .trace path.js-line').length > 0"""
 
 
+def test_the_experiment_page_opens_on_the_training_runs(trained, browser, tmp_path):
+    """A user opens the experiment (from the experiments list, or its URL) in a browser that has never
+    been to MLflow: phiscale marks its experiments as model training, so this should be the runs table."""
+    url = f"{trained.server}/#/experiments/{trained.experiment_id}"
+    browser.open(url)
+    view = browser.wait_for(which_view(trained.run_name), "the runs table or the GenAI overview")
+    shot = screenshot(browser, tmp_path / "experiment-page.png")
+    assert view == "runs", (
+        f"{url} opens MLflow's GenAI overview (traces, token usage; {shot}), not the runs table, in a fresh "
+        f"browser, although the experiment is tagged mlflow.experimentKind=custom_model_development: MLflow "
+        f"3.17.2's UI takes the view from its GenAI / Model training switch (?workflowType=, else localStorage, "
+        f"default GenAI), not from the tag; a link with ?workflowType=machine_learning opens the runs table"
+    )
+
+
 def test_the_runs_table_lists_the_run_its_datasets_and_val_top1(trained, browser, tmp_path):
     # The experiment page in Model training mode: what the UI's switch opens (it navigates to this URL).
     url = f"{trained.server}/#/experiments/{trained.experiment_id}?workflowType=machine_learning"
