@@ -180,3 +180,12 @@ def test_augmentation_settings_are_checked_and_switch_the_loader_to_uint8(fast_c
     assert make_plan(fast_cfg()).augment is False
     assert make_plan(fast_cfg("aug=randaugment")).augment is True
     assert make_plan(fast_cfg("aug.mixup=0.2")).augment is True
+
+
+def test_auto_workers_follow_the_cores_this_process_may_use(fast_cfg):
+    import os
+
+    cores = len(os.sched_getaffinity(0))
+    cfg = fast_cfg("data.num_workers=auto")
+    make_plan(cfg)
+    assert cfg.data.num_workers == max(1, cores - 1)

@@ -150,6 +150,10 @@ class SignalCheckpoint(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         stop = self.received is not None
         if trainer.world_size > 1:
+            # Agreeing is a collective (a device sync on GPUs): once per logging interval, not per step;
+            # SLURM's warning comes minutes ahead, so a few steps' delay costs nothing.
+            if trainer.global_step % max(1, trainer.log_every_n_steps):
+                return
             stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
         if not stop:
             return

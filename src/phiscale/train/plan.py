@@ -84,6 +84,8 @@ def make_plan(cfg: DictConfig) -> RunPlan:
                 f"{key}={res} is below {scale.name}'s total stride {scale.total_stride}; "
                 f"use {key}>={scale.total_stride}"
             )
+    if cfg.data.num_workers == "auto":
+        cfg.data.num_workers = auto_workers()
     check_data(cfg.data, train_res, eval_res)
     augment = build_augment(cfg, rank=0)  # every aug.* value checked now
     precision = str(tcfg.precision)
@@ -154,6 +156,13 @@ def build_augment(cfg: DictConfig, rank: int):
     settings = {k: v for k, v in cfg.aug.items() if k != "policy"}
     return BatchAugment(str(cfg.aug.policy), **settings, num_classes=int(cfg.data.num_classes),
                         label_smoothing=float(cfg.optim.get("label_smoothing") or 0.0), seed=int(cfg.seed), rank=rank)
+
+
+def auto_workers() -> int:
+    """data.num_workers=auto: the cores this process may use (its CPU affinity: what SLURM's
+    --cpus-per-task binds), less one for the training loop itself."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores - 1)
 
 
 def check_data(data_cfg: Mapping[str, Any], train_resolution: int, eval_resolution: int) -> None:

@@ -49,8 +49,8 @@ def run_training(cfg: DictConfig, extra_callbacks: Iterable[Any] = (), extra_tag
     resolved = OmegaConf.to_container(cfg, resolve=True)
     module = ImageClassifier(model, optim_cfg=resolved["optim"], global_batch_size=plan.global_batch_size,
                              channels_last=bool(cfg.trainer.channels_last), compile_model=bool(cfg.trainer.compile),
-                             run_config=resolved, augment=build_augment(cfg, rank), mean=cfg.data.mean,
-                             std=cfg.data.std)
+                             run_config=resolved, augment=build_augment(cfg, rank), mean=resolved["data"]["mean"],
+                             std=resolved["data"]["std"])
     datamodule = ImageDataModule(resolved["data"], train_resolution=plan.train_resolution,
                                  eval_resolution=plan.eval_resolution, seed=plan.seed, uint8_train=plan.augment)
     plan.ckpt_dir.mkdir(parents=True, exist_ok=True)
