@@ -43,7 +43,8 @@ class TrainedRun:
     experiment_id: str
     run_id: str
     run_name: str
-    run_url: str  # the link phiscale-train printed
+    run_url: str  # the run link phiscale-train printed
+    experiment_url: str  # the "all runs" link it printed
     val_top1: float  # the run's last val/top1, as MLflow holds it
 
 
@@ -56,7 +57,8 @@ def trained(mlflow_server, tmp_path_factory) -> TrainedRun:
     training = Training(args, out.parent / "train.log")
     assert training.wait(TRAIN_TIMEOUT_S) == 0, training.output()[-3000:]
     printed = re.findall(r"phiscale: MLflow run (http://\S+)", training.output())
-    assert printed, f"phiscale-train printed no run link:\n{training.output()[-2000:]}"
+    experiment_links = re.findall(r"phiscale: all runs (http://\S+)", training.output())
+    assert printed and experiment_links, f"phiscale-train printed no run links:\n{training.output()[-2000:]}"
 
     client = MlflowClient(mlflow_server.url)
     experiment = client.get_experiment_by_name(EXPERIMENT)
@@ -67,7 +69,7 @@ def trained(mlflow_server, tmp_path_factory) -> TrainedRun:
         steps = [m.step for m in client.get_metric_history(run.info.run_id, f"system/{name}")]
         assert len(steps) >= 2 and sorted(steps) == list(range(len(steps))), f"system/{name}: steps {steps}"
     return TrainedRun(mlflow_server.url, experiment.experiment_id, run.info.run_id, run.info.run_name,
-                      printed[-1], run.data.metrics["val/top1"])  # fmt: skip
+                      printed[-1], experiment_links[-1], run.data.metrics["val/top1"])  # fmt: skip
 
 
 @pytest.fixture
@@ -111,24 +113,26 @@ def chart_drawn(series: str) -> str:
         && document.querySelectorAll('.js-plotly-plot .scatterlayer .trace path.js-line').length > 0"""
 
 
-def test_the_experiment_page_opens_on_the_training_runs(trained, browser, tmp_path):
-    """A user opens the experiment (from the experiments list, or its URL) in a browser that has never
-    been to MLflow: phiscale marks its experiments as model training, so this should be the runs table."""
-    url = f"{trained.server}/#/experiments/{trained.experiment_id}"
-    browser.open(url)
+def test_the_experiment_link_phiscale_prints_opens_the_training_runs(trained, browser, tmp_path):
+    """A user follows the experiment link phiscale-train printed in a browser that has never been to
+    MLflow: the runs table, not MLflow's GenAI overview (the link says workflowType=machine_learning)."""
+    browser.open(trained.experiment_url)
     view = browser.wait_for(which_view(trained.run_name), "the runs table or the GenAI overview")
     shot = screenshot(browser, tmp_path / "experiment-page.png")
-    assert view == "runs", (
-        f"{url} opens MLflow's GenAI overview (traces, token usage; {shot}), not the runs table, in a fresh "
-        f"browser, although the experiment is tagged mlflow.experimentKind=custom_model_development: MLflow "
-        f"3.17.2's UI takes the view from its GenAI / Model training switch (?workflowType=, else localStorage, "
-        f"default GenAI), not from the tag; a link with ?workflowType=machine_learning opens the runs table"
-    )
+    assert view == "runs", f"{trained.experiment_url} opens MLflow's GenAI overview ({shot}), not the runs table"
+
+
+def test_a_bare_experiment_url_still_opens_the_genai_view(trained, browser):
+    """What the link's parameter is for: MLflow 3.17.2 ignores the experiment's mlflow.experimentKind tag
+    (feature-flagged off) and opens a bare experiment URL on its GenAI overview in a fresh browser. If this
+    fails, MLflow honours the tag now and the parameter can go."""
+    browser.open(f"{trained.server}/#/experiments/{trained.experiment_id}")
+    assert browser.wait_for(which_view(trained.run_name), "the runs table or the GenAI overview") == "genai"
 
 
 def test_the_runs_table_lists_the_run_its_datasets_and_val_top1(trained, browser, tmp_path):
     # The experiment page in Model training mode: what the UI's switch opens (it navigates to this URL).
-    url = f"{trained.server}/#/experiments/{trained.experiment_id}?workflowType=machine_learning"
+    url = trained.experiment_url
     browser.open(url)
     assert browser.wait_for(which_view(trained.run_name), "the runs table or the GenAI overview") == "runs", url
     browser.wait_for_text(trained.run_name, TRAINING_DATASET, "Training", "phiscale-train")

@@ -43,6 +43,29 @@ def test_relative_sqlite_paths_become_absolute_and_bare_paths_are_refused(tmp_pa
         tracking.normalize_tracking_uri("mlruns")
 
 
-def test_run_url_points_at_the_run_page():
-    assert tracking.run_url("http://h:5000/", "3", "abc") == "http://h:5000/#/experiments/3/runs/abc"
-    assert tracking.run_url("sqlite:////x/m.db", "3", "abc").endswith("/#/experiments/3/runs/abc")
+def test_links_open_the_run_page_and_the_runs_table_in_the_training_view():
+    view = "?workflowType=machine_learning"  # MLflow 3.17's UI otherwise opens its GenAI view
+    assert tracking.run_url("http://h:5000/", "3", "abc") == f"http://h:5000/#/experiments/3/runs/abc{view}"
+    assert tracking.run_url("sqlite:////x/m.db", "3", "abc") == f"http://127.0.0.1:5000/#/experiments/3/runs/abc{view}"
+    assert tracking.experiment_url("http://h:5000", "3") == f"http://h:5000/#/experiments/3{view}"
+
+
+@pytest.mark.parametrize(("message", "line"), [
+    ("API request to http://h:1/api/2.0/mlflow/runs/create failed with exception HTTPConnectionPool(host='h', "
+     "port=1): Max retries exceeded with url: /api/2.0/mlflow/runs/create (Caused by NewConnectionError(\"HTTP"
+     "Connection(host='h', port=1): Failed to establish a new connection: [Errno 111] Connection refused\"))",
+     "MlflowException: NewConnectionError: HTTPConnection(host='h', port=1): Failed to establish a new "
+     "connection: [Errno 111] Connection refused"),
+    ("API request to http://h:5000/x failed with exception HTTPConnectionPool(host='h', port=5000): Max retries "
+     "exceeded with url: /x (Caused by ResponseError('too many 503 error responses'))",
+     "MlflowException: ResponseError: too many 503 error responses"),
+    ("API request to http://h:5000/x failed with exception HTTPConnectionPool(host='h', port=5000): Read timed "
+     "out. (read timeout=5)", "MlflowException: HTTPConnectionPool(host='h', port=5000): Read timed out. (read timeout=5)"),
+    ("RESOURCE_DOES_NOT_EXIST: Run 'abc' not found\nTraceback ...", "MlflowException: RESOURCE_DOES_NOT_EXIST: Run 'abc' not found"),
+])  # fmt: skip
+def test_errors_are_described_by_their_cause_without_mlflows_url_noise(message, line):
+    from mlflow.exceptions import MlflowException
+
+    from phiscale.tracking.store import describe_error
+
+    assert describe_error(MlflowException(message)) == line

@@ -4,6 +4,7 @@ which failures are worth retrying."""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from phiscale.errors import PhiscaleError
@@ -137,16 +138,39 @@ def is_permanent(error: BaseException) -> bool:
     return getattr(error, "error_code", None) in PERMANENT_ERROR_CODES
 
 
+# MLflow's client wraps a failed HTTP call as "API request to <url> failed with exception <urllib3's
+# repr>"; what a user needs is the cause at its end ("[Errno 111] Connection refused", "Read timed out").
+_API_NOISE = re.compile(r"API request to \S+ failed with exception ")
+_CAUSE = re.compile(r"\(Caused by (\w+)\(['\"]?(?:[^'\"]*?: )?(.*?)['\"]?\)\)$")
+
+
 def describe_error(error: BaseException) -> str:
-    """One short line for a log: the error's type and first line, without MLflow's URL noise."""
+    """One short line for a log: the error's type and the cause, without MLflow's URL noise."""
     text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    if _API_NOISE.search(text):
+        cause = _CAUSE.search(text)
+        text = f"{cause.group(1)}: {cause.group(2)}" if cause else _API_NOISE.sub("", text)
     return f"{type(error).__name__}: {text[:200]}"
 
 
+# MLflow 3.17's UI opens an experiment in its GenAI view unless the link (or the browser's memory of
+# the GenAI / Model training switch) says `workflowType=machine_learning`; the experiment's
+# `mlflow.experimentKind` tag is read only behind a feature flag (tests/browser/test_mlflow_ui.py).
+TRAINING_VIEW = "?workflowType=machine_learning"
+
+
+def _ui_base(tracking_uri: str) -> str:
+    return tracking_uri.rstrip("/") if is_server(tracking_uri) else "http://127.0.0.1:5000"
+
+
+def experiment_url(tracking_uri: str, experiment_id: str) -> str:
+    """The experiment's runs table (the Model training view): the server's, or the local `mlflow ui`'s."""
+    return f"{_ui_base(tracking_uri)}/#/experiments/{experiment_id}{TRAINING_VIEW}"
+
+
 def run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str:
-    """Where a user browses one run: the server's run page, or the local `mlflow ui`'s."""
-    base = tracking_uri.rstrip("/") if is_server(tracking_uri) else "http://127.0.0.1:5000"
-    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+    """Where a user browses one run (its way back to the experiment stays in the training view)."""
+    return f"{_ui_base(tracking_uri)}/#/experiments/{experiment_id}/runs/{run_id}{TRAINING_VIEW}"
 
 
 def ui_command(tracking_uri: str) -> str:

@@ -130,7 +130,9 @@ def _close_run(logger, plan: RunPlan, cfg: DictConfig, trainer, module, stops, s
               f"send them with `phiscale-sync {plan.output_dir}`", flush=True)
     elif logger.run_url:
         browse = "" if tracking.is_server(logger.tracking_uri) else f" (serve it: {tracking.ui_command(logger.tracking_uri)})"
-        print(f"phiscale: MLflow run {logger.run_url}{browse}", flush=True)
+        print(f"phiscale: MLflow run {logger.run_url}{browse}\n"
+              f"phiscale: all runs {tracking.experiment_url(logger.tracking_uri, logger.record.experiment_id)}",
+              flush=True)
     return summary
 
 
