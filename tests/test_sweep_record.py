@@ -107,7 +107,7 @@ def test_a_multirun_record_lives_in_its_sweep_dir_and_is_linked_from_the_root(tm
 
 
 @pytest.mark.parametrize(("text", "extra", "message"), [
-    ("grid: {model.phi: [0]}\n", ["paths.output_dir=/x"], "the extra overrides sets paths.output_dir=/x"),
+    ("grid: {model.phi: [0]}\n", ["paths.output_dir=/x"], "the command line sets paths.output_dir=/x"),
     ("base: [paths.output_dir=/x]\ngrid: {model.phi: [0]}\n", [], "base sets paths.output_dir=/x"),
     ("points: [[tracking.experiment=other]]\n", [], "point 0 sets tracking.experiment; a sweep's runs share"),
 ])  # fmt: skip

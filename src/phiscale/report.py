@@ -486,7 +486,7 @@ def write_plots(rows: Sequence[RunRow], out_dir: Path) -> list[Path]:
         ax.set_ylabel("MACs (log₂ scale)")
         ax.set_title("Cost vs φ: measured MACs and d·w²·r²")
         fig.text(0.01, 0.01, MACS_VS_PHI_CAPTION, fontsize=7, wrap=True, va="bottom")
-        _finish(ax, fig, out_dir / PLOT_MACS_VS_PHI, written, bottom=0.13)
+        _finish(ax, fig, out_dir / PLOT_MACS_VS_PHI, written, bottom=0.07)
     return written
 
 

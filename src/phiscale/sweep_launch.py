@@ -103,7 +103,7 @@ def train_command(record: SweepRecord, index: int) -> list[str]:
 def run_local(record: SweepRecord, indices: Sequence[int], *, echo: Callable[[str], None] = print) -> dict[int, int]:
     """Train `indices` one after another on this machine, each its own process (a failure does not stop
     the others); returns {index: exit code}. Ctrl-C stops the current run (it checkpoints) and the rest."""
-    command = shlex.join(train_command(record, indices[0])[:-2] + ["sweep.index=<i>"]) if indices else ""
+    command = shlex.join(["phiscale-train", f"sweep.record={quote_value(str(record.path))}"]) + " sweep.index=<i>"
     add_submission(record, Submission("local", sorted(indices), command, now_iso()))
     codes: dict[int, int] = {}
     for n, index in enumerate(indices, 1):

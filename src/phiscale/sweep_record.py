@@ -282,7 +282,7 @@ def add_submission(record: SweepRecord, submission: Submission) -> None:
 
 def check_pinned_keys(sweep: Sweep, extra: Sequence[str]) -> None:
     """Refuse a point, the base or the extra overrides that set what the record pins per sweep."""
-    sources = [("the extra overrides", list(extra)), ("base", sweep.base)]
+    sources = [("the command line", list(extra)), ("base", sweep.base)]
     sources += [(f"point {i}", point) for i, point in enumerate(sweep.points)]
     for where, overrides in sources:
         for override in overrides:

@@ -93,8 +93,8 @@ def test_submit_cancel_status_resume_ends_with_three_finished_children(slurm, tm
     second = json.loads((record_dir / "sweep.json").read_text())["submissions"][-1]
     assert second["indices"] == [1] and "--array=1 " in second["command"], second
     assert f"queued SLURM array job {second['array_job_id']}" in resumed.stdout
-    (record,) = slurm.wait(second["array_job_id"], timeout=1200)
-    assert record["JobState"] == "COMPLETED", logs(record_dir)
+    (task,) = slurm.wait(second["array_job_id"], timeout=1200)
+    assert task["JobState"] == "COMPLETED", logs(record_dir)
     log = (record_dir / "points" / "1" / f"slurm-{second['array_job_id']}_1.out").read_text()
     assert re.search(rf"resuming {first_run} from \S+points/1/checkpoints/last\.ckpt \(restart 1\)", log), log
 

@@ -269,10 +269,10 @@ def run_resume(args: argparse.Namespace) -> int:
     print(f"sweep {record.id}: resuming runs {format_indices(todo)} ({why}) into their output dirs and MLflow runs")
     if not args.local and not any(s.launcher == "slurm" for s in record.submissions):
         args.local = True  # a sweep that never went to SLURM resumes where it ran
-    if not args.local:
+    if not args.local and record.parent_run_id:
         from phiscale.tracking.writes import set_run_status
 
-        set_run_status(record.tracking_uri, record.parent_run_id, "RUNNING")
+        set_run_status(record.tracking_uri, record.parent_run_id, "RUNNING")  # runs outstanding again
     return _launch(record, todo, args)
 
 
