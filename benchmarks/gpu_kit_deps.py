@@ -254,7 +254,7 @@ def smoke(workdir: Path) -> None:
     assert client.get_metric_history(run.info.run_id, "perf/images_per_s")[0].value == 123.0
     print("smoke: mlflow", importlib.metadata.version("mlflow-skinny"), "logged to and read back a sqlite store")
 
-    from phiscale.conf_path import compose_config
+    from phiscale.config import compose_config
 
     cfg = compose_config(["trainer=ddp", "trainer.devices=1", "data=imagefolder", "data.train_path=t.beton",
                           "data.val_path=v.beton", "data.num_classes=1000", "model=efficientnet_b0"])

@@ -107,3 +107,11 @@ def test_a_conf_dir_without_train_yaml_is_named(tmp_path, monkeypatch):
         conf_dir()
     monkeypatch.delenv("PHISCALE_CONF")
     assert (conf_dir() / "train.yaml").is_file()
+
+
+def test_augmentation_options_compose_and_the_paper_recipe_uses_autoaugment():
+    assert compose_config([]).aug.policy == "none"
+    for option in ("none", "autoaugment", "randaugment"):
+        cfg = compose_config([f"aug={option}"])
+        assert cfg.aug.policy == option and cfg.aug.mixup == 0.0 and cfg.aug.num_ops == 2
+    assert compose_config(["experiment=imagenet_efficientnet"]).aug.policy == "autoaugment"

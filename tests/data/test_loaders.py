@@ -80,3 +80,17 @@ def test_an_unknown_loader_is_named(tmp_path):
 def test_a_crop_scale_outside_0_1_is_refused(scale):
     with pytest.raises(PhiscaleError, match=rf"data.min_crop_scale={scale} must be in \(0, 1\]; ImageNet uses 0.08"):
         make_train_loader(ensure_digits(betons=False).train_dir, loader="torch", min_crop_scale=scale, **ARGS)
+
+
+@pytest.mark.parametrize("loader", ["ffcv", "torch"])
+def test_train_batches_can_stay_uint8_for_augmentation_on_the_device(loader):
+    import torch
+
+    digits = ensure_digits()
+    source = digits.train_beton if loader == "ffcv" else digits.train_dir
+    batches = make_train_loader(source, loader=loader, batch_size=16, num_workers=1, resolution=32,
+                                mean=[79.0] * 3, std=[88.9] * 3, device="cpu", normalize=False)
+    images, labels = next(iter(batches))
+    assert images.dtype == torch.uint8 and images.shape == (16, 3, 32, 32) and labels.dtype == torch.int64
+    assert images.is_contiguous(memory_format=torch.channels_last)
+    assert int(images.max()) > 1, "0-255 pixel values, not normalised ones"

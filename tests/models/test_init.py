@@ -9,7 +9,7 @@ import sys
 import pytest
 
 import phiscale.models
-from phiscale.models import build
+from phiscale.models import build, specs
 
 
 def test_importing_the_package_does_not_import_torch():
@@ -17,9 +17,11 @@ def test_importing_the_package_does_not_import_torch():
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
-def test_the_exports_are_the_builders_own():
-    for name in phiscale.models.__all__:
+def test_the_exports_are_the_builders_and_the_tables_own():
+    for name in ("ModelScale", "build_model", "resolve_scale"):
         assert getattr(phiscale.models, name) is getattr(build, name)
+    for name in ("MODEL_NAMES", "PRESET_NAMES"):
+        assert getattr(phiscale.models, name) is getattr(specs, name)
     assert set(phiscale.models.__all__) == {"MODEL_NAMES", "PRESET_NAMES", "ModelScale", "build_model",
                                            "resolve_scale"}
 

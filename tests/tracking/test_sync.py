@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 from phiscale.tracking import RunLogger, client, find_output_dirs, is_lost, reap, sync_output_dir
@@ -60,13 +61,17 @@ def test_lost_runs_are_reaped_unless_their_output_dir_resumed(tmp_path):
     experiment_id = mlflow.create_experiment("reap")
     now = time.time()
     resumed_dir = tmp_path / "resumed"
-    Journal(tracking_dir(resumed_dir)).append("tags", tags={"alive": "1"})  # written after the last beat
+    Journal(tracking_dir(resumed_dir)).append("status", status="RUNNING")  # reopened after the last beat
+    dying_dir = tmp_path / "dying"  # journaled after its last heartbeat (60 s ago), then silence (40 s)
+    tracking_dir(dying_dir).mkdir(parents=True)
+    (tracking_dir(dying_dir) / "journal.jsonl").write_text(
+        json.dumps({"seq": 0, "t": int((now - 40) * 1000), "op": "tags", "tags": {"late": "1"}}) + "\n")
 
     def running(name, beat_age_s, output_dir):
         tags = {HEARTBEAT_TAG: str(int(now - beat_age_s)), HEARTBEAT_S_TAG: "2", OUTPUT_DIR_TAG: str(output_dir)}
         return mlflow.create_run(experiment_id, run_name=name, tags=tags).info.run_id
 
-    dead = running("dead", 60, tmp_path / "gone")
+    dead = running("dead", 60, dying_dir)
     fresh = running("fresh", 1, tmp_path / "gone")
     resumed = running("resumed", 60, resumed_dir)
     tags_of = {r: mlflow.get_run(r).data.tags for r in (dead, fresh)}
@@ -74,7 +79,7 @@ def test_lost_runs_are_reaped_unless_their_output_dir_resumed(tmp_path):
     assert not is_lost("FINISHED", tags_of[dead], None, now)
 
     actions = {r.run_name: r.action for r in reap("reap", uri, now_s=now)}
-    assert actions == {"dead": "killed", "resumed": "resumed"}
+    assert actions == {"dead": "killed", "resumed": "alive"}
     assert mlflow.get_run(dead).info.status == "KILLED"
     assert "no heartbeat since" in mlflow.get_run(dead).data.tags[REAPED_TAG]
     assert mlflow.get_run(fresh).info.status == "RUNNING" and mlflow.get_run(resumed).info.status == "RUNNING"

@@ -10,6 +10,7 @@ import lightning.pytorch as L
 import pytest
 import torch
 from omegaconf import OmegaConf
+from support.batches import FixedBatches
 from torch import nn
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,20 +31,6 @@ def tiny_classifier():
         return ImageClassifier(model, optim_cfg=kwargs.pop("optim_cfg", optim), global_batch_size=8, **kwargs)
 
     return make
-
-
-class FixedBatches:
-    """The same (images, labels) batches every epoch; one loader to Lightning (a plain list would be
-    read as a list of loaders)."""
-
-    def __init__(self, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
-        self.batches = batches
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-    def __iter__(self):
-        return iter(self.batches)
 
 
 @pytest.fixture

@@ -3,14 +3,13 @@ loss stop, and the RNG state a checkpoint carries."""
 
 from __future__ import annotations
 
-import random
-
-import numpy as np
+import lightning.pytorch as L
 import pytest
 import torch
+from support.batches import FixedBatches
 
 from phiscale.errors import PhiscaleError
-from phiscale.train.module import NonFiniteLoss, restore_rng_states, rng_states, topk_correct
+from phiscale.train.module import NonFiniteLoss, topk_correct
 
 
 def test_topk_correct_counts_labels_among_the_top_logits():
@@ -62,27 +61,30 @@ def test_fp16_batches_meet_fp32_weights_outside_autocast(tiny_classifier):
         assert torch.allclose(module(images.half()), module(images.half().float()))
 
 
-def draws() -> tuple:
-    return torch.rand(3).tolist(), np.random.rand(3).tolist(), [random.random() for _ in range(3)]
+class RecordTrainingBatch(L.Callback):
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.images, self.targets = batch
 
 
-def test_rng_states_round_trip_through_a_weights_only_checkpoint(tmp_path, tiny_classifier):
-    module = tiny_classifier()
-    module.best_val_top1 = 0.75
-    checkpoint: dict = {}
-    module.on_save_checkpoint(checkpoint)
-    expected = draws()
-    torch.save(checkpoint, tmp_path / "c.ckpt")
-    loaded = torch.load(tmp_path / "c.ckpt", weights_only=True)  # as Lightning loads checkpoints
-    draws()  # the RNGs move on
-    resumed = tiny_classifier()
-    resumed.on_load_checkpoint(loaded)
-    assert draws() == expected, "torch, numpy and Python draw the same numbers after a resume"
-    assert resumed.best_val_top1 == 0.75
+def test_augmented_training_batches_are_normalised_soft_targets_and_validation_is_untouched(
+        tiny_classifier, cpu_trainer):
+    from phiscale.augment import BatchAugment
+
+    g = torch.Generator().manual_seed(0)
+    uint8 = [(torch.randint(0, 256, (8, 3, 16, 16), dtype=torch.uint8, generator=g),
+              torch.randint(0, 10, (8,), generator=g)) for _ in range(2)]
+    augment = BatchAugment("randaugment", mixup=0.2, num_classes=10, label_smoothing=0.1, seed=0)
+    module = tiny_classifier(augment=augment, mean=[128.0] * 3, std=[64.0] * 3)
+    seen = RecordTrainingBatch()
+    trainer = cpu_trainer(callbacks=[seen], limit_val_batches=1)
+    val = [(torch.randn(8, 3, 16, 16), torch.randint(0, 10, (8,), generator=g))]
+    trainer.fit(module, train_dataloaders=FixedBatches(uint8), val_dataloaders=FixedBatches(val))
+    assert seen.images.dtype == torch.float32 and seen.images.abs().max() <= 128 / 64 + 1e-6, "normalised"
+    assert seen.targets.shape == (8, 10) and torch.allclose(seen.targets.sum(1), torch.ones(8)), "soft targets"
+    assert module.on_after_batch_transfer(val[0], 0)[0] is val[0][0], "outside training the batch passes through"
 
 
-def test_restore_rng_states_restores_each_generator():
-    states = rng_states()
-    expected = draws()
-    restore_rng_states(states)
-    assert draws() == expected
+def test_an_inactive_augmentation_changes_nothing(tiny_classifier):
+    from phiscale.augment import BatchAugment
+
+    assert tiny_classifier(augment=BatchAugment("none", num_classes=10)).augment is None

@@ -172,3 +172,20 @@ def test_finished_summary_only_for_a_resumed_run_that_finished_with_the_same_sto
     assert finished_summary(plan, fast_cfg("trainer.max_epochs=3")) is None, "a later end continues the run"
     write_summary(plan, status="interrupted")
     assert finished_summary(plan, cfg) is None
+
+
+def test_augmentation_settings_are_checked_and_switch_the_loader_to_uint8(fast_cfg):
+    refuse(fast_cfg("aug=randaugment", "aug.magnitude=20"), r"aug.magnitude=20 must be in \[0, 10\]")
+    refuse(fast_cfg("aug.mixup=-1"), "aug.mixup=-1")
+    assert make_plan(fast_cfg()).augment is False
+    assert make_plan(fast_cfg("aug=randaugment")).augment is True
+    assert make_plan(fast_cfg("aug.mixup=0.2")).augment is True
+
+
+def test_auto_workers_follow_the_cores_this_process_may_use(fast_cfg):
+    import os
+
+    cores = len(os.sched_getaffinity(0))
+    cfg = fast_cfg("data.num_workers=auto")
+    make_plan(cfg)
+    assert cfg.data.num_workers == max(1, cores - 1)

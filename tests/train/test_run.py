@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 
 from phiscale.errors import PhiscaleError
@@ -27,7 +28,7 @@ ONCE = ["model/params", "model/macs_train", "model/macs_eval", "model/flops_trai
 
 @pytest.mark.slow
 def test_short_run_is_one_complete_mlflow_run(fast_cfg, tmp_path):
-    cfg = fast_cfg("optim.ema_decay=0.99", "run_name=smoke")
+    cfg = fast_cfg("optim.ema_decay=0.99", "run_name=smoke", "tracking.system_metrics_s=0.5")
     summary = run_training(cfg)
 
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
@@ -50,6 +51,18 @@ def test_short_run_is_one_complete_mlflow_run(fast_cfg, tmp_path):
     assert tags["width_mult"] == "0.5"
     assert tags["world_size"] == "1"
     assert len(tags["git_commit"]) >= 7 and tags["host"]
+    # What MLflow's UI reads: the training (not GenAI) view, the Source column, the description.
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert tags["mlflow.source.name"] == Path(sys.argv[0]).name and tags["mlflow.source.type"] == "LOCAL"
+    assert tags["mlflow.source.git.commit"] == tags["git_commit"] and tags["mlflow.user"]
+    assert "mobilenet_v3_small" in tags["mlflow.note.content"] and "on digits" in tags["mlflow.note.content"]
+    inputs = {d.dataset.name: d for d in run.inputs.dataset_inputs}
+    assert set(inputs) == {"digits-train", "digits-val"}, inputs
+    assert {t.key: t.value for t in inputs["digits-train"].tags} == {"mlflow.data.context": "training"}
+    assert '"num_samples": 1438' in inputs["digits-train"].dataset.profile and len(inputs["digits-val"].dataset.digest) == 16
+    system = [k for k in run.data.metrics if k.startswith("system/")]
+    assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes",
+            "system/disk_usage_percentage", "system/network_receive_megabytes"} <= set(system), system
 
     missing = [k for k in PER_STEP + PER_EPOCH + ONCE if k not in run.data.metrics]
     assert not missing, f"metrics missing from the run: {missing}"
@@ -98,7 +111,7 @@ def test_unreachable_tracking_server_fails_fast_with_the_uri(fast_cfg, tmp_path)
 
 
 @pytest.mark.slow
-def test_nonfinite_loss_stops_with_a_checkpoint_and_one_line(fast_overrides, tmp_path):
+def test_nonfinite_loss_stops_with_one_line_naming_the_last_good_checkpoint(fast_overrides, tmp_path):
     result = subprocess.run(
         [TRAIN, *fast_overrides, "optim.lr_per_256=1e12", "optim.warmup_epochs=0", "run_name=nonfinite"],
         capture_output=True, text=True, timeout=600,
@@ -107,8 +120,11 @@ def test_nonfinite_loss_stops_with_a_checkpoint_and_one_line(fast_overrides, tmp
     last_line = result.stderr.strip().splitlines()[-1]
     assert last_line.startswith("phiscale-train: error: loss became non-finite (nan/inf) by step"), last_line
     assert "Traceback" not in result.stderr
+    assert "last.ckpt holds the last good state" in last_line, last_line
     ckpt_dir = tmp_path / "outputs" / "runs" / "phiscale" / "nonfinite" / "checkpoints"
-    assert list(ckpt_dir.glob("nonfinite-step*.ckpt")), f"no checkpoint in {ckpt_dir}"
+    if (ckpt_dir / "last.ckpt").exists():
+        state = torch.load(ckpt_dir / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+        assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     (run,) = client.search_runs([client.get_experiment_by_name("phiscale").experiment_id])
     assert run.info.status == "FAILED"

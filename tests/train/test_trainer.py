@@ -13,7 +13,6 @@ from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
 from phiscale.train.callbacks import (
     LastCheckpoint,
     ProgressiveResize,
-    ResumeSkip,
     ShareRunId,
     SignalCheckpoint,
     ThroughputMonitor,
@@ -39,7 +38,7 @@ def of_type(trainer: L.Trainer, kind: type) -> list:
 def test_the_trainer_carries_our_callbacks_and_the_configured_loop(fast_cfg):
     extra = L.Callback()
     plan, trainer, stops = trainer_for(fast_cfg(), extra)
-    for kind in (ShareRunId, ThroughputMonitor, LastCheckpoint, SignalCheckpoint, ResumeSkip):
+    for kind in (ShareRunId, ThroughputMonitor, LastCheckpoint, SignalCheckpoint):
         assert len(of_type(trainer, kind)) == 1, f"expected one {kind.__name__} in {trainer.callbacks}"
     assert of_type(trainer, ProgressiveResize) == [], "progressive resizing is off by default"
     assert extra in trainer.callbacks

@@ -127,6 +127,11 @@ class BatchAugment:
         self._pending_pixels: tuple[str, torch.Tensor] | None = None
 
     # -- settings and state ------------------------------------------------------------------
+    @property
+    def active(self) -> bool:
+        """False when every setting is off: the batch would come back unchanged."""
+        return self.policy != "none" or self.erasing > 0 or self.soft_targets
+
     def params(self) -> dict[str, str]:
         """The settings as MLflow params (`aug.*`, strings)."""
         settings = {

@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> None:
         unsent += result.left
     if args.reap:
         for reaped in tracking.reap(args.reap, tracking.resolve_uri(args.tracking_uri)):
-            verb = "marked KILLED" if reaped.action == "killed" else "left alone (its output dir shows it resumed)"
+            verb = ("marked KILLED" if reaped.action == "killed"
+                    else "left alone (its output dir shows it resumed, or is still journaling)")
             print(f"{reaped.run_name} ({reaped.run_id}): silent for {reaped.silent_s:.0f} s, {verb}")
     if unsent:
         raise SystemExit(f"phiscale-sync: {unsent} entries still unsent; run it again when the store is back")

@@ -6,6 +6,7 @@
     logger.py   the Lightning logger of a training run (appends; a sender thread sends)
     sync.py     phiscale-sync: send journals later; reap runs that died without a goodbye
     tags.py     params from the config, tags from the environment
+    system_metrics.py  CPU, memory, disk, network and GPU samples for MLflow's system/ metrics
     writes.py   phiscale-eval's and phiscale-report's writes; a sweep's parent run
 
 The names below are imported on first use: a command that only needs the store or the writes
@@ -27,7 +28,7 @@ _EXPORTS = {
     "is_server": "store", "normalize_tracking_uri": "store", "resolve_uri": "store", "run_url": "store",
     "short_http_timeouts": "store", "ui_command": "store",
     "find_output_dirs": "sync", "is_lost": "sync", "reap": "sync", "sync_output_dir": "sync",
-    "environment_tags": "tags", "flatten_config": "tags",
+    "environment_tags": "tags", "flatten_config": "tags", "system_tags": "tags",
     "create_parent_run": "writes", "log_evaluation": "writes", "log_report_run": "writes",
     "set_run_status": "writes", "tag_run": "writes",
 }  # fmt: skip

@@ -26,6 +26,8 @@ from phiscale.errors import PhiscaleError
 from phiscale.tracking.journal import Journal, RunRecord, now_ms, tracking_dir
 from phiscale.tracking.sender import Sender
 from phiscale.tracking.store import client, is_permanent, run_url, short_http_timeouts
+from phiscale.tracking.system_metrics import PREFIX as SYSTEM_PREFIX
+from phiscale.tracking.system_metrics import SystemMetrics
 from phiscale.tracking.tags import TAG_VALUE_LIMIT
 
 MODES = ("online", "online_tolerant", "offline")
@@ -52,6 +54,7 @@ class RunLogger(Logger):
         heartbeat_s: float = 60.0,
         retry_max_s: float = 30.0,
         connect_timeout_s: float = 10.0,
+        system_metrics_s: float = 0.0,
     ) -> None:
         super().__init__()
         if mode not in MODES:
@@ -66,6 +69,9 @@ class RunLogger(Logger):
         self._heartbeat_s = heartbeat_s
         self._retry_max_s = retry_max_s
         self._connect_timeout_s = connect_timeout_s
+        self._system_metrics_s = system_metrics_s
+        self._system_metrics: SystemMetrics | None = None
+        self._sync_at_save = False
         self.journal: Journal | None = None
         self.record: RunRecord | None = None
         self.sender: Sender | None = None
@@ -106,7 +112,15 @@ class RunLogger(Logger):
         self.journal, self.record = journal, record
         if self.mode != "offline":
             self._start_sender()
+        if self._system_metrics_s > 0:  # steps continue where an earlier attempt of this run stopped
+            first = journal.last_step.get(f"{SYSTEM_PREFIX}cpu_utilization_percentage", -1) + 1
+            self._system_metrics = SystemMetrics(self._log_system, self._system_metrics_s, self.output_dir,
+                                                 first_step=first).start()
         return record
+
+    def _log_system(self, values: Mapping[str, float], step: int) -> None:
+        ts = now_ms()
+        self.journal.append("metrics", values=[[k, v, ts, step] for k, v in values.items()])
 
     def _start_sender(self) -> None:
         short_http_timeouts(self._connect_timeout_s)
@@ -141,6 +155,8 @@ class RunLogger(Logger):
         `drain_timeout_s`; returns the entries still unsent (0 when the store has everything)."""
         if self.journal is None:
             return 0
+        if self._system_metrics is not None:
+            self._system_metrics.stop()
         if error:
             self.journal.append("tags", tags={ERROR_TAG: error[:TAG_VALUE_LIMIT]})
         self.journal.append("status", status=STATUS.get(status, "FAILED"))
@@ -222,13 +238,18 @@ class RunLogger(Logger):
 
     @rank_zero_only
     def flush(self) -> None:
-        """Make the journal durable (fsync): called before every checkpoint is written."""
+        """Make the journal durable (fsync): called before every checkpoint is written, and once more
+        at the next `save`, when Lightning has handed over the checkpointed step's own metrics."""
         if self.journal is not None:
             self.journal.sync()
+            self._sync_at_save = True
 
     @rank_zero_only
     def save(self) -> None:
-        """Lightning calls this after every log; the journal is already written, nothing to do."""
+        """Lightning calls this after each batch's metrics are logged (appends need nothing more)."""
+        if self._sync_at_save and self.journal is not None:
+            self.journal.sync()
+            self._sync_at_save = False
 
     def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
         self.flush()

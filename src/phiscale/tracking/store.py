@@ -106,22 +106,30 @@ def artifact_location(tracking_uri: str, experiment: str) -> str | None:
     return (Path(tracking_uri[len(SQLITE) :]).parent / "mlartifacts" / safe).as_uri()
 
 
+# MLflow 3's UI opens an experiment in its GenAI view (traces) unless this tag says it is model
+# training; the value is the UI's own name for that kind (mlflow/server/js: CUSTOM_MODEL_DEVELOPMENT).
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
 def get_or_create_experiment(mlflow, name: str) -> str:
-    """The id of experiment `name`, created (once, whoever races) if missing."""
+    """The id of experiment `name`, created (once, whoever races) if missing, marked as model training."""
     experiment = mlflow.get_experiment_by_name(name)
-    if experiment is not None:
-        if experiment.lifecycle_stage == "deleted":
-            raise PhiscaleError(
-                f"MLflow experiment {name!r} is deleted; restore it in the UI or use tracking.experiment=<new name>"
-            )
-        return experiment.experiment_id
-    try:
-        return mlflow.create_experiment(name, artifact_location=artifact_location(mlflow.tracking_uri, name))
-    except Exception:  # another rank or array task created it first
-        experiment = mlflow.get_experiment_by_name(name)
-        if experiment is None:
-            raise
-        return experiment.experiment_id
+    if experiment is None:
+        try:
+            return mlflow.create_experiment(name, artifact_location=artifact_location(mlflow.tracking_uri, name),
+                                            tags=EXPERIMENT_KIND)
+        except Exception:  # another rank or array task created it first
+            experiment = mlflow.get_experiment_by_name(name)
+            if experiment is None:
+                raise
+    if experiment.lifecycle_stage == "deleted":
+        raise PhiscaleError(
+            f"MLflow experiment {name!r} is deleted; restore it in the UI or use tracking.experiment=<new name>"
+        )
+    for key, value in EXPERIMENT_KIND.items():
+        if key not in experiment.tags:  # an experiment made elsewhere: phiscale's runs are model training
+            mlflow.set_experiment_tag(experiment.experiment_id, key, value)
+    return experiment.experiment_id
 
 
 def is_permanent(error: BaseException) -> bool:

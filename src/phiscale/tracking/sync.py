@@ -95,12 +95,17 @@ def is_lost(status: str, tags: dict[str, str], start_ms: int | None, now_s: floa
     return age is not None and age > LOST_AFTER * period
 
 
-def resumed_since(output_dir: str | None, since_s: float) -> bool:
-    """The run's output dir shows a later process: its journal has entries after `since_s`."""
+def alive_in_output_dir(output_dir: str | None, last_beat_s: float, now_s: float, quiet_s: float) -> bool:
+    """The run's output dir shows it is not dead: it was (re)opened after its last heartbeat (a
+    resume), or its journal was written within `quiet_s` (training on while the store is away)."""
     if not output_dir:
         return False
     entries, _ = read_entries(tracking_dir(output_dir) / JOURNAL)
-    return bool(entries) and entries[-1]["t"] / 1000 > since_s
+    if not entries:
+        return False
+    opened = [e["t"] for e in entries if e["op"] == "run" or (e["op"] == "status" and e["status"] == "RUNNING")]
+    reopened = bool(opened) and opened[-1] / 1000 > last_beat_s
+    return reopened or now_s - entries[-1]["t"] / 1000 < quiet_s
 
 
 @dataclass
@@ -108,11 +113,12 @@ class Reaped:
     run_id: str
     run_name: str
     silent_s: float
-    action: str  # "killed" or "resumed" (left alone)
+    action: str  # "killed", or "alive" (left alone: its output dir shows a resume or recent journaling)
 
 
 def reap(experiment: str, tracking_uri: str, *, now_s: float | None = None) -> list[Reaped]:
-    """Mark the lost runs of `experiment` KILLED (with a tag saying why), unless they resumed."""
+    """Mark the lost runs of `experiment` KILLED (with a tag saying why), unless their output dir shows
+    them alive."""
     uri = normalize_tracking_uri(tracking_uri)
     check_reachable(uri, must_exist=True)
     mlflow = client(uri)
@@ -126,8 +132,9 @@ def reap(experiment: str, tracking_uri: str, *, now_s: float | None = None) -> l
         if not is_lost(info.status, tags, info.start_time, now_s):
             continue
         silent = heartbeat_age_s(tags, info.start_time, now_s) or 0.0
-        if resumed_since(tags.get(OUTPUT_DIR_TAG), now_s - silent):
-            reaped.append(Reaped(info.run_id, info.run_name, silent, "resumed"))
+        quiet_s = LOST_AFTER * float(tags[HEARTBEAT_S_TAG])
+        if alive_in_output_dir(tags.get(OUTPUT_DIR_TAG), now_s - silent, now_s, quiet_s):
+            reaped.append(Reaped(info.run_id, info.run_name, silent, "alive"))
             continue
         last = datetime.fromtimestamp(now_s - silent, tz=timezone.utc).isoformat(timespec="seconds")
         mlflow.set_tag(info.run_id, REAPED_TAG, f"no heartbeat since {last}; marked KILLED by phiscale-sync --reap")

@@ -3,8 +3,11 @@ environment (commit, host, world size, SLURM job) as tags."""
 
 from __future__ import annotations
 
+import getpass
+import os
 import socket
 import subprocess
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -51,3 +54,21 @@ def environment_tags(world_size: int) -> dict[str, str]:
         }
         tags.update({k: str(v) for k, v in slurm.items() if v is not None})
     return tags
+
+
+def system_tags(note: str, commit: str | None = None) -> dict[str, str]:
+    """MLflow's own tags, which its UI shows: where the run came from (the Source column), who ran
+    it, its commit, and a short description (`mlflow.note.content`, the run page's description)."""
+    from phiscale.slurm import slurm_env
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return {
+        "mlflow.source.name": os.path.basename(sys.argv[0]) or "python",
+        "mlflow.source.type": "JOB" if slurm_env() is not None else "LOCAL",  # mlflow.entities.SourceType
+        "mlflow.source.git.commit": commit or git_commit(),
+        "mlflow.user": user,
+        "mlflow.note.content": note[:TAG_VALUE_LIMIT],
+    }

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from phiscale.train.plan import RunPlan, finished_summary, global_rank_from_env, make_plan
+from phiscale.train.plan import RunPlan, build_augment, finished_summary, global_rank_from_env, make_plan
 
 
 def run_training(cfg: DictConfig, extra_callbacks: Iterable[Any] = (), extra_tags: Mapping[str, str] | None = None) -> dict:
@@ -26,6 +26,7 @@ def run_training(cfg: DictConfig, extra_callbacks: Iterable[Any] = (), extra_tag
     from phiscale.train import metadata
     from phiscale.train.datamodule import ImageDataModule
     from phiscale.train.module import ImageClassifier
+    from phiscale.train.seeding import seed_rank_stream
     from phiscale.train.trainer import build_trainer, quiet_console
 
     started = time.time()
@@ -40,23 +41,27 @@ def run_training(cfg: DictConfig, extra_callbacks: Iterable[Any] = (), extra_tag
     if (done := finished_summary(plan, cfg)) is not None:
         return _already_finished(plan, done) if rank == 0 else {}
 
-    L.seed_everything(plan.seed, workers=True, verbose=False)
+    L.seed_everything(plan.seed, workers=True, verbose=False)  # the initial weights: the same on every rank
     if plan.accelerator == "cpu" and plan.devices > 1:
         torch.set_num_threads(max(1, torch.get_num_threads() // plan.devices))
     model = build_model(cfg.model.name, plan.num_classes, **plan.model_kwargs)
+    seed_rank_stream(plan.seed, rank)  # dropout, drop path, augmentation: each rank its own stream
     resolved = OmegaConf.to_container(cfg, resolve=True)
     module = ImageClassifier(model, optim_cfg=resolved["optim"], global_batch_size=plan.global_batch_size,
                              channels_last=bool(cfg.trainer.channels_last), compile_model=bool(cfg.trainer.compile),
-                             run_config=resolved)
+                             run_config=resolved, augment=build_augment(cfg, rank), mean=resolved["data"]["mean"],
+                             std=resolved["data"]["std"])
     datamodule = ImageDataModule(resolved["data"], train_resolution=plan.train_resolution,
-                                 eval_resolution=plan.eval_resolution, seed=plan.seed)
+                                 eval_resolution=plan.eval_resolution, seed=plan.seed, uint8_train=plan.augment)
     plan.ckpt_dir.mkdir(parents=True, exist_ok=True)
+    environment = tracking.environment_tags(plan.world_size)
     logger = tracking.RunLogger(
         output_dir=plan.output_dir, tracking_uri=uri, experiment=str(tcfg.experiment), run_name=plan.run_name,
         params=tracking.flatten_config(resolved),
-        tags=metadata.scale_tags(plan.scale) | tracking.environment_tags(plan.world_size) | plan.tags | dict(extra_tags or {}),
+        tags=metadata.scale_tags(plan.scale) | environment | plan.tags | dict(extra_tags or {})
+        | tracking.system_tags(metadata.note(plan, str(cfg.data.name)), commit=environment["git_commit"]),
         mode=str(tcfg.mode), heartbeat_s=float(tcfg.heartbeat_s), retry_max_s=float(tcfg.retry_max_s),
-        connect_timeout_s=float(tcfg.connect_timeout_s),
+        connect_timeout_s=float(tcfg.connect_timeout_s), system_metrics_s=float(tcfg.system_metrics_s),
     )
     trainer, stops = build_trainer(cfg, plan, logger, extra_callbacks)  # Lightning's own checks, before the run opens
     status, error = "failed", None
@@ -87,11 +92,15 @@ def _open_run(logger, plan: RunPlan, cfg: DictConfig, model) -> None:
     else:
         logger.log_artifact(config)
         logger.log_metrics(metadata.profile_metrics(model, plan), step=0)
+        for dataset, tags in metadata.dataset_inputs(cfg.data):
+            logger.log_dataset(dataset, tags)
     logger.log_metrics({"run/restarts": float(record.restarts)}, step=metadata.checkpoint_step(plan.resume_from))
     logger.flush()
     where = logger.run_url or f"not in the store yet (journal: {logger.journal.path})"
     print(f"phiscale: training {metadata.describe(plan, str(cfg.data.name))}\n"
           f"phiscale: MLflow run {where}", flush=True)
+    if cfg.trainer.deterministic is True:  # asked for: say what it guarantees here
+        print(f"phiscale: {metadata.determinism(plan)}", flush=True)
 
 
 def _close_run(logger, plan: RunPlan, cfg: DictConfig, trainer, module, stops, status: str, error: str | None,
