@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from phiscale.config import conf_dir
 from phiscale.errors import PhiscaleError
 from phiscale.sweeps import load_sweep, point_scale
 
@@ -85,7 +86,7 @@ def test_sweep_points_compose_with_the_train_config(path):
     from hydra import compose, initialize_config_dir
 
     sweep = load_sweep(path)
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):  # conf_dir() registers the model group
         for i in sorted({0, len(sweep) - 1}):
             cfg = compose(config_name="train", overrides=sweep.overrides(i))
             values = dict(o.split("=", 1) for o in sweep.overrides(i))
@@ -102,7 +103,7 @@ def test_an_index_outside_the_sweep_names_the_range(index):
 def test_index_from_the_command_line_may_be_a_string():
     sweep = load_sweep(ROOT / "sweeps/phi.yaml")
     assert sweep.overrides("3") == sweep.overrides(3)  # type: ignore[arg-type]
-    assert sweep.run_tags(3) == {"sweep": "phi", "sweep_index": "3"}
+    assert sweep.run_tags(3) == {"sweep": "phi", "sweep_index": "3", "sweep_point": "3"}, "no seed axis: no seed tag"
 
 
 def test_commands_for_slurm_and_multirun(monkeypatch):
@@ -114,6 +115,9 @@ def test_commands_for_slurm_and_multirun(monkeypatch):
     )
     assert sweep.multirun_command(["trainer=gpu"]) == (
         "phiscale-train -m sweep.file=sweeps/phi.yaml 'sweep.index=range(0,8)' trainer=gpu"
+    )
+    assert sweep.submit_command(["trainer=gpu"], max_parallel=4) == (
+        "phiscale-sweep submit sweeps/phi.yaml trainer=gpu --max-parallel 4"
     )
 
 
@@ -163,6 +167,13 @@ grid:
             "grid: {model.alpha: [1.0]}\nconstraint: {product: {model.beta: 2}, target: 2.0, rel_tol: 0.05}\n",
             "point 0 has no model.beta",
         ),
+        ("grid: {model.phi: [0]}\nseeds: []\n", "seeds must be a non-empty list"),
+        ("grid: {model.phi: [0]}\nseeds: 3\n", "seeds must be a non-empty list"),
+        ("grid: {model.phi: [0]}\nseeds: [0, 1.5]\n", r"seed 1.5 is not an integer"),
+        ("grid: {model.phi: [0]}\nseeds: [0, -1]\n", r"seed -1 is not an integer in 0…2³²-1"),
+        ("grid: {model.phi: [0]}\nseeds: [1, 2, 1]\n", r"seeds \[1\] are listed twice"),
+        ("base: [seed=3]\ngrid: {model.phi: [0]}\nseeds: [0, 1]\n", "base sets seed= and the file has seeds:"),
+        ("grid: {model.phi: [0], seed: [4, 5]}\nseeds: [0]\n", "point 0 sets seed= and the file has seeds:"),
     ],
 )
 def test_bad_sweep_files_say_what_to_fix(tmp_path, text, message):
@@ -181,3 +192,36 @@ def test_point_scale_from_width_and_resolution():
     scale = point_scale(["model=mobilenet_v2", "model.width_mult=0.5", "model.resolution_mult=0.5"])
     assert scale.phi is None and scale.macs_ratio == pytest.approx(0.5**2 * 0.5**2)
     assert point_scale(["model=efficientnet_b3"]).macs_ratio is None
+
+
+def test_seeds_repeat_every_point_with_the_seeds_of_a_point_consecutive(tmp_path):
+    """Run i is point i // S with seed seeds[i % S]: the index space is points × seeds."""
+    path = write(tmp_path, "name: seeded\nbase: [model=efficientnet]\ngrid: {model.phi: [0, 0.5]}\n"
+                           "seeds: [7, 0, 3]\ntags: {purpose: noise}\n")
+    sweep = load_sweep(path)
+    assert len(sweep) == 6 and len(sweep.points) == 2 and sweep.seeds == [7, 0, 3]
+    assert [(sweep.point_of(i), sweep.seed_of(i)) for i in range(6)] == [
+        (0, 7), (0, 0), (0, 3), (1, 7), (1, 0), (1, 3)]
+    assert sweep.overrides(4) == ["model=efficientnet", "model.phi=0.5", "seed=0"]
+    assert sweep.own_overrides(2) == ["model.phi=0", "seed=3"]
+    assert sweep.run_tags(5) == {"purpose": "noise", "sweep": "seeded", "sweep_index": "5", "sweep_point": "1",
+                                 "seed": "3"}
+    assert sweep.scale(3).phi == 0.5, "a seed does not change the scale"
+    assert sweep.sbatch_command() == f"sbatch --array=0-5 slurm/sweep.sbatch {path}"
+    with pytest.raises(PhiscaleError, match=r"pick 0…5"):
+        sweep.overrides(6)
+
+
+def test_without_seeds_a_run_is_a_point_and_keeps_the_configs_seed():
+    sweep = load_sweep(ROOT / "sweeps/phi.yaml")
+    assert sweep.seeds == [] and len(sweep) == len(sweep.points)
+    assert sweep.seed_of(2) is None and sweep.point_of(2) == 2
+    assert not any(o.startswith("seed=") for o in sweep.overrides(2))
+
+
+def test_a_seeded_sweep_composes_its_seed_into_the_train_config(tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    sweep = load_sweep(write(tmp_path, "grid: {model.phi: [0]}\nbase: [model=efficientnet]\nseeds: [11, 12]\n"))
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):  # conf_dir() registers the model group
+        assert compose(config_name="train", overrides=sweep.overrides(1)).seed == 12

@@ -16,10 +16,14 @@ A sweep file (sweeps/*.yaml) holds:
       product: {model.alpha: 1, model.beta: 2, model.gamma: 2}
       target: 2.0
       rel_tol: 0.05
+    seeds: [0, 1, 2]                # repeat every point once per seed (optional)
 
-Point I (0-based: explicit points first, then the grids in order, the last axis varying fastest)
-is `base + point`, a list of Hydra override strings (a key set twice: the later one wins, as in
-Hydra); the train app appends the command line's own overrides after them:
+The points are numbered P = 0, 1, … (explicit points first, then the grids in order, the last axis
+varying fastest). A run of the sweep is a point and a seed: with S seeds, run index I is point
+I // S with seed seeds[I % S] (the seeds of a point are consecutive), so a sweep has P·S runs;
+without `seeds:` a run is a point (I = P) and its seed is the config's. Run I composes
+`base + point (+ seed=<seed>)`, a list of Hydra override strings (a key set twice: the later one
+wins, as in Hydra); the train app appends the command line's own overrides after them:
 
     phiscale-train sweep.file=sweeps/X.yaml sweep.index=I          # one point
     phiscale-train -m sweep.file=sweeps/X.yaml 'sweep.index=range(0,N)'
@@ -43,7 +47,8 @@ import yaml
 from phiscale.errors import PhiscaleError
 from phiscale.models.scaling import ALPHA, BASE_RESOLUTION, BETA, GAMMA, compound, macs_ratio
 
-TOP_LEVEL_KEYS = ("name", "description", "base", "tags", "points", "grid", "constraint")
+TOP_LEVEL_KEYS = ("name", "description", "base", "tags", "points", "grid", "constraint", "seeds")
+SEED_KEY = "seed"  # the train config's seed (conf/train.yaml), set per run by `seeds:`
 CONSTRAINT_KEYS = ("product", "target", "rel_tol")
 RANGE_KEYS = ("start", "stop", "step")
 MAX_POINTS = 100_000
@@ -70,7 +75,7 @@ class PointScale:
 
 @dataclass(frozen=True)
 class Sweep:
-    """A loaded sweep file: `overrides(i)` is what the train app composes for point i."""
+    """A loaded sweep file: `overrides(i)` is what the train app composes for run i."""
 
     name: str
     path: Path
@@ -79,12 +84,14 @@ class Sweep:
     points: list[list[str]] = field(default_factory=list)
     tags: dict[str, str] = field(default_factory=dict)
     grid_size: int = 0  # points before the constraint filtered them (0 without a constraint)
+    seeds: list[int] = field(default_factory=list)  # empty: no seed axis
 
     def __len__(self) -> int:
-        return len(self.points)
+        """Runs in the sweep: points × seeds (the SLURM array and multirun index these)."""
+        return len(self.points) * max(1, len(self.seeds))
 
-    def overrides(self, index: int) -> list[str]:
-        """The Hydra overrides of point `index`: the shared `base`, then the point's own."""
+    def check_index(self, index: int | str) -> int:
+        """`index` as an int within the sweep, else an error naming the range."""
         if isinstance(index, bool) or not isinstance(index, int):
             try:
                 index = int(str(index))
@@ -94,22 +101,43 @@ class Sweep:
                 ) from None
         if not 0 <= index < len(self):
             raise PhiscaleError(
-                f"sweep.index={index} is out of range for {self.path} ({len(self)} points): "
+                f"sweep.index={index} is out of range for {self.path} ({len(self)} runs): "
                 f"pick 0…{len(self) - 1}"
             )
-        return [*self.base, *self.points[index]]
+        return index
+
+    def point_of(self, index: int) -> int:
+        """The point run `index` trains (runs of one point differ only in their seed)."""
+        return self.check_index(index) // max(1, len(self.seeds))
+
+    def seed_of(self, index: int) -> int | None:
+        """The seed the sweep gives run `index`; None without a `seeds:` axis."""
+        index = self.check_index(index)
+        return self.seeds[index % len(self.seeds)] if self.seeds else None
+
+    def own_overrides(self, index: int) -> list[str]:
+        """What sets run `index` apart from the others: its point's overrides and its seed."""
+        seed = self.seed_of(index)
+        return [*self.points[self.point_of(index)], *([f"{SEED_KEY}={seed}"] if seed is not None else [])]
+
+    def overrides(self, index: int) -> list[str]:
+        """The Hydra overrides of run `index`: the shared `base`, then the point's own (and seed)."""
+        return [*self.base, *self.own_overrides(index)]
 
     def run_tags(self, index: int) -> dict[str, str]:
-        """MLflow tags for point `index`: `sweep=<name>`, `sweep_index` and the file's own tags."""
-        self.overrides(index)  # validates the index
-        return {**self.tags, "sweep": self.name, "sweep_index": str(index)}
+        """MLflow tags for run `index`: the file's tags, `sweep=<name>`, `sweep_index`, `sweep_point`
+        and, with a seed axis, `seed`."""
+        seed = self.seed_of(index)
+        tags = {**self.tags, "sweep": self.name, "sweep_index": str(self.check_index(index)),
+                "sweep_point": str(self.point_of(index))}
+        return tags | ({SEED_KEY: str(seed)} if seed is not None else {})
 
     def scale(self, index: int) -> PointScale:
-        """d, w, r and the MACs ratio that point `index` asks for, where its overrides say so."""
+        """d, w, r and the MACs ratio that run `index` asks for, where its overrides say so."""
         return point_scale(self.overrides(index))
 
     def multirun_command(self, extra: Sequence[str] = ()) -> str:
-        """The Hydra multirun command that trains every point (extra overrides appended)."""
+        """The Hydra multirun command that trains every run (extra overrides appended)."""
         args = [
             "phiscale-train",
             "-m",
@@ -126,9 +154,14 @@ class Sweep:
         script: str = "slurm/sweep.sbatch",
         max_parallel: int | None = None,
     ) -> str:
-        """The SLURM array command: one array task per point (`%max_parallel` limits concurrency)."""
+        """The plain SLURM array command: one array task per run (`%max_parallel` limits concurrency)."""
         array = f"0-{len(self) - 1}" + (f"%{max_parallel}" if max_parallel else "")
         return shlex.join(["sbatch", f"--array={array}", script, str(self.path), *extra])
+
+    def submit_command(self, extra: Sequence[str] = (), *, max_parallel: int | None = None) -> str:
+        """`phiscale-sweep submit`: the same array, recorded as a sweep with an id and a parent run."""
+        args = ["phiscale-sweep", "submit", str(self.path), *extra]
+        return shlex.join([*args, *(["--max-parallel", str(max_parallel)] if max_parallel else [])])
 
 
 def load_sweep(path: str | Path) -> Sweep:
@@ -176,6 +209,12 @@ def load_sweep(path: str | Path) -> Sweep:
         grid_size = len(points)
         points = _apply_constraint(raw["constraint"], base, points, path)
 
+    seeds = _seeds(raw.get("seeds"), path)
+    if seeds:
+        _refuse_seed_keys(base, points, path)
+        if len(points) * len(seeds) > MAX_POINTS:
+            raise PhiscaleError(f"{path}: {len(points)} points × {len(seeds)} seeds exceed {MAX_POINTS} runs; "
+                                "use fewer points or seeds")
     rendered = [_render(point, f"{path}: point {i}") for i, point in enumerate(points)]
     _check_unique(rendered, path)
     return Sweep(
@@ -186,6 +225,7 @@ def load_sweep(path: str | Path) -> Sweep:
         points=rendered,
         tags={str(k): str(v) for k, v in tags.items()},
         grid_size=grid_size,
+        seeds=seeds,
     )
 
 
@@ -368,6 +408,31 @@ def _format_value(val: Scalar) -> str:
     if _BARE_VALUE.match(val):
         return val
     return "'" + val.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _seeds(value: Any, path: Path) -> list[int]:
+    """`seeds: [0, 1, 2]` -> [0, 1, 2]: distinct integers (torch and Lightning take 0 … 2³²-1)."""
+    if value is None:
+        return []
+    example = "e.g. seeds: [0, 1, 2]"
+    if not isinstance(value, list) or not value:
+        raise PhiscaleError(f"{path}: seeds must be a non-empty list of integers, {example}; got {value!r}")
+    for seed in value:
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+            raise PhiscaleError(f"{path}: seed {seed!r} is not an integer in 0…2³²-1; {example}")
+    repeated = sorted({s for s in value if value.count(s) > 1})
+    if repeated:
+        raise PhiscaleError(f"{path}: seeds {repeated} are listed twice; each seed once, {example}")
+    return list(value)
+
+
+def _refuse_seed_keys(base: Mapping[str, Scalar], points: list[dict[str, Scalar]], path: Path) -> None:
+    """With a `seeds:` axis the seed is the sweep's: a point or the base may not set it too."""
+    where = "base" if SEED_KEY in base else next(
+        (f"point {i}" for i, point in enumerate(points) if SEED_KEY in point), None)
+    if where is not None:
+        raise PhiscaleError(f"{path}: {where} sets {SEED_KEY}= and the file has seeds:; "
+                            f"drop one (seeds: repeats every point once per seed)")
 
 
 def _check_unique(points: list[list[str]], path: Path) -> None:

@@ -7,12 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 
 from phiscale.cli.train import compose_sweep_point
 from phiscale.config import conf_dir
+from phiscale.errors import PhiscaleError
 
 TRAIN = str(Path(sys.executable).with_name("phiscale-train"))
 
@@ -51,7 +53,37 @@ def test_a_sweep_point_composes_under_the_command_lines_overrides(tmp_path):
     assert cfg.data.batch_size == 8, "the sweep's base applies"
     assert cfg.trainer.max_epochs == 3, "the command line comes last and wins"
     assert (cfg.sweep.file, cfg.sweep.index) == (str(sweep), 1)
-    assert tags == {"sweep": "two", "sweep_index": "1"}
+    assert tags == {"sweep": "two", "sweep_index": "1", "sweep_point": "1", "seed": "0"}, "seed: the config's"
+
+
+def test_a_recorded_run_composes_from_its_record_and_is_its_parents_child(tmp_path):
+    """sweep.record: the record's overrides and extra, the command line's, then what the record pins."""
+    from phiscale.sweep_record import create_record
+    from phiscale.sweeps import load_sweep
+
+    sweep = tmp_path / "two.yaml"
+    sweep.write_text("name: two\nbase: [model=efficientnet, data.batch_size=8]\ngrid:\n  model.phi: [0.5, 1.5]\n"
+                     "seeds: [3, 4]\n")
+    record = create_record(load_sweep(sweep), root=tmp_path / "out", extra=["trainer.max_epochs=5"],
+                           submit_command="x", tracking_uri=f"sqlite:///{tmp_path}/m.db", experiment="exp")
+    record.parent_run_id = "p" * 32
+    record.save()
+    sweep.write_text("grid: {model.phi: [9]}\n")  # edited after submission: the record still holds the sweep
+    cfg, tags = compose_as_the_app([f"sweep.record={record.path}", "sweep.index=3", "data.batch_size=4"])
+    assert (cfg.model.phi, cfg.seed, cfg.trainer.max_epochs, cfg.data.batch_size) == (1.5, 4, 5, 4)
+    assert cfg.paths.output_dir == str(record.directory / "points" / "3")
+    assert (cfg.tracking.uri, cfg.tracking.experiment) == (record.tracking_uri, "exp")
+    assert tags == {"sweep": "two", "sweep_index": "3", "sweep_point": "1", "seed": "4",
+                    "phiscale.sweep_id": record.id, "phiscale.sweep_overrides": "model.phi=1.5 seed=4",
+                    "mlflow.parentRunId": "p" * 32}
+
+    same = compose_as_the_app([f"sweep.record={record.path}", "sweep.index=3",
+                               f"paths.output_dir={record.directory}/points/../points/3"])[0]
+    assert same.paths.output_dir == str(record.directory / "points" / "3"), "the same dir, spelt otherwise"
+    with pytest.raises(PhiscaleError, match=rf"tracking.experiment=other differs from sweep {record.id}'s exp"):
+        compose_as_the_app([f"sweep.record={record.path}", "sweep.index=0", "tracking.experiment=other"])
+    with pytest.raises(PhiscaleError, match="has no run sweep.index=7; its runs are 0-3"):
+        compose_as_the_app([f"sweep.record={record.path}", "sweep.index=7"])
 
 
 def test_a_sweep_file_without_an_index_is_one_line(tmp_path):

@@ -1,4 +1,5 @@
-"""A real sweep of three φ points through Hydra multirun, then its report read back from MLflow (sqlite and a server)."""
+"""A real sweep of three φ points through Hydra multirun, then its report read back from MLflow (sqlite and a
+server): the multirun records the sweep (its callback) and its runs are children of one parent run."""
 
 from __future__ import annotations
 
@@ -64,6 +65,14 @@ def check_report(tracking_uri: str, out_dir: Path) -> None:
     runs = client.search_runs([report.experiment_id], "tags.sweep = 'tiny_phi'")
     assert sorted(float(r.data.tags["phi"]) for r in runs) == list(PHIS)
     assert sorted(r.data.tags["sweep_index"] for r in runs) == ["0", "1", "2"]
+    # The multirun's callback recorded the sweep: one FINISHED parent, the three runs its children.
+    (parent,) = client.search_runs([report.experiment_id], "tags.`phiscale.sweep_parent` = 'true'")
+    assert parent.info.status == "FINISHED" and parent.data.tags["phiscale.sweep_points"] == "3"
+    assert {r.data.tags.get("mlflow.parentRunId") for r in runs} == {parent.info.run_id}
+    assert {r.data.tags["phiscale.sweep_id"] for r in runs} == {parent.info.run_name}
+    record = Path(parent.data.tags["phiscale.sweep_record"])
+    assert record.is_file() and record.parent.parent.parent.name == "multirun"
+    assert {r.data.tags["phiscale.output_dir"] for r in runs} == {str(record.parent / "points" / i) for i in "012"}
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""phiscale-sweep: list a sweep file's points and print the SLURM array and Hydra multirun commands."""
+"""phiscale-sweep: list a sweep file's points; submit a sweep (SLURM array or here), follow it, resume it."""
 
 from __future__ import annotations
 
@@ -10,42 +10,79 @@ from collections.abc import Sequence
 from phiscale.errors import PhiscaleError, user_errors_as_one_line
 from phiscale.sweeps import Sweep, load_sweep
 
+COMMANDS = ("list", "submit", "status", "resume")
+DEFAULT_ROOT = "outputs"  # conf/train.yaml's paths.root
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="phiscale-sweep",
-        description=(
-            "List the points of a sweep file (index and Hydra overrides; for scaled points d, w, r "
-            "and the expected MACs ratio d·w²·r², ≈ 2^φ for the compound formula) and print the "
-            "commands that train them all: a SLURM array and a Hydra multirun."
-        ),
-        epilog=(
-            "examples:\n"
-            "  phiscale-sweep sweeps/phi.yaml\n"
-            "  phiscale-sweep sweeps/abg_grid.yaml --format json\n"
-            "  phiscale-sweep sweeps/phi.yaml -- trainer=gpu data=imagenet   # extra overrides for every point"
-        ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("file", help="the sweep file, e.g. sweeps/phi.yaml")
-    parser.add_argument(
-        "extra", nargs="*", help="Hydra overrides appended to every point in the printed commands"
-    )
-    parser.add_argument(
-        "--format", choices=("table", "json"), default="table", help="output format (default: table)"
-    )
-    parser.add_argument(
-        "--max-parallel",
-        type=int,
-        default=None,
-        metavar="K",
-        help="run at most K array tasks at once (sbatch %%K)",
-    )
+
+DESCRIPTION = (
+    "Sweeps as first-class objects. `list` shows a sweep file's runs (index and Hydra overrides; for "
+    "scaled points d, w, r and the expected MACs ratio d·w²·r², ≈ 2^φ for the compound formula) and the "
+    "commands that train them. `submit` records the sweep (an id, <root>/sweeps/<id>/sweep.json, a "
+    "parent MLflow run) and queues it as one SLURM array, or trains it here with --local. `status` "
+    "shows each run's state from MLflow and SLURM; `resume` resubmits the failed, cancelled, lost "
+    "and missing runs into their own output dirs and MLflow runs."
+)
+EPILOG = (
+    "examples:\n"
+    "  phiscale-sweep sweeps/phi.yaml                                    # = list\n"
+    "  phiscale-sweep list sweeps/abg_grid.yaml --format json\n"
+    "  phiscale-sweep submit sweeps/phi.yaml trainer=gpu data=imagenet --max-parallel 4 \\\n"
+    "      --sbatch-arg=--time=12:00:00 --sbatch-arg=--gpus-per-node=1\n"
+    "  phiscale-sweep submit sweeps/phi.yaml trainer.max_epochs=2 --local\n"
+    "  phiscale-sweep status phi                                          # the latest sweep named phi\n"
+    "  phiscale-sweep resume phi-20261128-1a2b"
+)
+HELP = {
+    "list": "the runs of a sweep file and the commands that train them",
+    "submit": "record a sweep and queue it as one SLURM array (or train it here with --local)",
+    "status": "each run's state (MLflow and SLURM), restarts, best val top-1 and images/s",
+    "resume": "resubmit the failed, cancelled, lost and missing runs (one array, those indices)",
+}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of one subcommand, or (None) the overview that `phiscale-sweep --help` prints."""
+    if command is None:
+        parser = argparse.ArgumentParser(prog="phiscale-sweep", description=DESCRIPTION, epilog=EPILOG,
+                                         formatter_class=argparse.RawDescriptionHelpFormatter)
+        sub = parser.add_subparsers(dest="command", metavar="{list,submit,status,resume}")
+        for name in COMMANDS:
+            sub.add_parser(name, help=HELP[name])
+        return parser
+    parser = argparse.ArgumentParser(prog=f"phiscale-sweep {command}", description=HELP[command])
+    if command in ("list", "submit"):
+        parser.add_argument("file", help="the sweep file, e.g. sweeps/phi.yaml")
+        parser.add_argument("extra", nargs="*", help="Hydra overrides for every run (after each run's own)")
+    else:
+        parser.add_argument("sweep", help="a sweep id, a sweep name (its latest submission) or a sweep.json path")
+        parser.add_argument("--root", default=DEFAULT_ROOT,
+                            help=f"paths.root the sweep was submitted with (default: {DEFAULT_ROOT})")
+    if command in ("list", "status"):
+        parser.add_argument("--format", choices=("table", "json"), default="table", help="output format")
+    if command == "list":
+        _max_parallel(parser)
+    if command in ("submit", "resume"):
+        _launch_options(parser)
     return parser
 
 
+def _max_parallel(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--max-parallel", type=int, default=None, metavar="K",
+                        help="run at most K array tasks at once (sbatch --array=…%%K)")
+
+
+def _launch_options(parser: argparse.ArgumentParser) -> None:
+    _max_parallel(parser)
+    parser.add_argument("--local", action="store_true",
+                        help="train the runs one after another on this machine (no SLURM)")
+    parser.add_argument("--sbatch-arg", action="append", default=[], metavar="ARG",
+                        help="an sbatch option, passed through (repeat; write --sbatch-arg=--time=60)")
+    parser.add_argument("--script", default=None, help="the SLURM batch script (default: slurm/sweep.sbatch)")
+
+
+# ---------------------------------------------------------------- list -----
 def describe(sweep: Sweep, extra: Sequence[str] = (), max_parallel: int | None = None) -> dict:
-    """The listing as plain data (what --format json prints)."""
+    """The listing as plain data (what --format json prints): one entry per run (point × seed)."""
     points = []
     for i in range(len(sweep)):
         scale = sweep.scale(i)
@@ -53,7 +90,9 @@ def describe(sweep: Sweep, extra: Sequence[str] = (), max_parallel: int | None =
             {
                 "index": i,
                 "overrides": sweep.overrides(i),
-                "point": sweep.points[i],
+                "point": sweep.own_overrides(i),
+                "sweep_point": sweep.point_of(i),
+                "seed": sweep.seed_of(i),
                 "phi": scale.phi,
                 "d": scale.depth_mult,
                 "w": scale.width_mult,
@@ -68,69 +107,214 @@ def describe(sweep: Sweep, extra: Sequence[str] = (), max_parallel: int | None =
         "base": sweep.base,
         "tags": sweep.tags,
         "size": len(sweep),
-        "grid_size": sweep.grid_size or len(sweep),
-        "points": points,
+        "points": len(sweep.points),
+        "seeds": sweep.seeds,
+        "grid_size": sweep.grid_size or len(sweep.points),
+        "runs": points,
+        "submit": sweep.submit_command(extra, max_parallel=max_parallel),
         "sbatch": sweep.sbatch_command(extra, max_parallel=max_parallel),
         "multirun": sweep.multirun_command(extra),
     }
 
 
 def format_table(info: dict) -> str:
-    lines = [f"{info['name']}: {info['size']} points from {info['file']}"]
-    if info["size"] != info["grid_size"]:
-        lines[0] += f" ({info['grid_size']} in the grid, {info['size']} inside the constraint)"
+    lines = [f"{info['name']}: {info['points']} points from {info['file']}"]
+    if info["points"] != info["grid_size"]:
+        lines[0] += f" ({info['grid_size']} in the grid, {info['points']} inside the constraint)"
+    if info["seeds"]:
+        lines[0] += f" × {len(info['seeds'])} seeds = {info['size']} runs (run i: point i // {len(info['seeds'])})"
     if info["description"]:
         lines.append(info["description"])
-    lines.append(f"base (every point): {' '.join(info['base']) or '-'}")
+    lines.append(f"base (every run): {' '.join(info['base']) or '-'}")
     if info["tags"]:
         lines.append("tags: " + " ".join(f"{k}={v}" for k, v in info["tags"].items()))
     lines.append("")
 
-    has_scale = any(p["macs_ratio"] is not None for p in info["points"])
+    has_scale = any(p["macs_ratio"] is not None for p in info["runs"])
     rows = []
-    for p in info["points"]:
+    for p in info["runs"]:
         row = [str(p["index"]), " ".join(p["point"]) or "-"]
         if has_scale:
             row += [_num(p["d"]), _num(p["w"]), _num(p["r"]), _num(p["macs_ratio"])]
         rows.append(row)
     header = ["#", "overrides"] + (["d", "w", "r", "MACs×"] if has_scale else [])
-    widths = [max(len(r[c]) for r in [header, *rows]) for c in range(len(header))]
-
-    def fmt(row: list[str]) -> str:
-        cells = [row[0].rjust(widths[0]), row[1].ljust(widths[1])] + [
-            c.rjust(w) for c, w in zip(row[2:], widths[2:], strict=True)
-        ]
-        return "  ".join(cells).rstrip()
-
-    lines += [fmt(header), *map(fmt, rows), ""]
+    lines += [*_columns(header, rows, left=(1,)), ""]
     if has_scale:
         lines.append(
             "MACs× = d·w²·r², the expected MACs over the unscaled model (≈ 2^φ for the compound formula)"
         )
-    lines.append(f"SLURM array:     {info['sbatch']}")
-    lines.append(f"Hydra multirun:  {info['multirun']}")
+    lines.append(f"submit (recorded):  {info['submit']}")
+    lines.append(f"SLURM array:        {info['sbatch']}")
+    lines.append(f"Hydra multirun:     {info['multirun']}")
     return "\n".join(lines)
 
 
-def _num(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"
-
-
-@user_errors_as_one_line
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_intermixed_args(argv)
-    if args.max_parallel is not None and args.max_parallel < 1:
-        raise PhiscaleError(
-            f"--max-parallel {args.max_parallel} must be at least 1 (or left out for no limit)"
-        )
-    sweep = load_sweep(args.file)
-    info = describe(sweep, args.extra, args.max_parallel)
+def run_list(args: argparse.Namespace) -> int:
+    check_max_parallel(args.max_parallel)
+    info = describe(load_sweep(args.file), args.extra, args.max_parallel)
     if args.format == "json":
         json.dump(info, sys.stdout, indent=2, ensure_ascii=False)
         print()
     else:
         print(format_table(info))
     return 0
+
+
+# ---------------------------------------------------------------- submit -----
+def run_submit(args: argparse.Namespace) -> int:
+    from phiscale.sweep_launch import new_sweep
+
+    check_max_parallel(args.max_parallel)
+    if args.local and args.sbatch_arg:
+        raise PhiscaleError(f"--sbatch-arg {' '.join(args.sbatch_arg)} has no effect with --local; drop one of them")
+    record = new_sweep(args.file, args.extra, submit_command=_command_line())
+    print(f"sweep {record.id}: {len(record.points)} runs of {record.name}; record {record.path}")
+    print(f"parent MLflow run {record.parent_run_id} in experiment {record.experiment!r} at {record.tracking_uri}")
+    return _launch(record, [p.index for p in record.points], args)
+
+
+def _launch(record, indices: list[int], args: argparse.Namespace) -> int:
+    from phiscale.sweep_launch import run_local, submit_slurm
+    from phiscale.sweep_status import counts, sweep_status, update_parent
+
+    if args.local:
+        codes = run_local(record, indices)
+        statuses = sweep_status(record)
+        parent = update_parent(record, statuses)
+        failed = sorted(i for i, code in codes.items() if code != 0)
+        summary = ", ".join(f"{n} {state}" for state, n in counts(statuses).items())
+        print(f"sweep {record.id}: {summary}; parent run {parent}")
+        if failed:
+            print(f"failed runs: {','.join(map(str, failed))}; `phiscale-sweep resume {record.id} --local` retries them")
+        return 1 if failed or len(codes) < len(indices) else 0
+    submission = submit_slurm(record, indices, max_parallel=args.max_parallel, extra_args=args.sbatch_arg,
+                              script=args.script)
+    print(f"queued SLURM array job {submission.array_job_id}: {submission.command}")
+    print(f"follow it: phiscale-sweep status {record.id}")
+    return 0
+
+
+# ---------------------------------------------------------------- status -----
+STATUS_HEADER = ["#", "overrides", "state", "restarts", "best val top-1", "images/s"]
+
+
+def status_rows(statuses) -> list[dict]:
+    """One plain dict per run: what the table and --format json show."""
+    from phiscale.report import best_top1, last_images_per_s
+
+    rows = []
+    for s in statuses:
+        rows.append({
+            "index": s.point.index, "overrides": s.point.own, "state": s.state, "restarts": s.restarts,
+            "best_val_top1": best_top1(s.run) if s.run is not None else None,
+            "images_per_s": last_images_per_s(s.run) if s.run is not None else None,
+            "slurm_state": s.slurm_state, "run_id": s.run.info.run_id if s.run is not None else None,
+            "output_dir": s.point.output_dir,
+        })  # fmt: skip
+    return rows
+
+
+def format_status(record, rows: list[dict], parent: str | None) -> str:
+    from collections import Counter
+
+    from phiscale.sweep_status import STATES
+
+    table = [[str(r["index"]), " ".join(r["overrides"]) or "-", r["state"], str(r["restarts"]),
+              _num(r["best_val_top1"], "{:.4f}"), _num(r["images_per_s"], "{:.1f}")] for r in rows]
+    found = Counter(r["state"] for r in rows)
+    lines = [f"sweep {record.id} ({record.name}, {len(rows)} runs) from {record.sweep_file}",
+             f"MLflow: experiment {record.experiment!r} at {record.tracking_uri}, parent run {record.parent_run_id}"
+             + (f" ({parent})" if parent else ""), ""]
+    lines += _columns(STATUS_HEADER, table, left=(1, 2))
+    lines += ["", "  ".join(f"{state} {found[state]}" for state in STATES if found[state])]
+    return "\n".join(lines)
+
+
+def run_status(args: argparse.Namespace) -> int:
+    from phiscale.sweep_record import find_record
+    from phiscale.sweep_status import sweep_status, update_parent
+
+    record = find_record(args.sweep, args.root)
+    statuses = sweep_status(record)
+    parent = update_parent(record, statuses)
+    rows = status_rows(statuses)
+    if args.format == "json":
+        json.dump({"id": record.id, "name": record.name, "parent_status": parent, "runs": rows}, sys.stdout, indent=2)
+        print()
+    else:
+        print(format_status(record, rows, parent))
+    return 0
+
+
+# ---------------------------------------------------------------- resume -----
+def run_resume(args: argparse.Namespace) -> int:
+    from phiscale.sweep_record import find_record, format_indices
+    from phiscale.sweep_status import ACTIVE, RESUMABLE, counts, sweep_status, update_parent
+
+    check_max_parallel(args.max_parallel)
+    record = find_record(args.sweep, args.root)
+    statuses = sweep_status(record)
+    todo = [s.point.index for s in statuses if s.state in RESUMABLE]
+    if not todo:
+        parent = update_parent(record, statuses)
+        active = [s for s in statuses if s.state in ACTIVE]
+        if active:
+            summary = ", ".join(f"{n} {state}" for state, n in counts(active).items())
+            print(f"sweep {record.id}: nothing to resume ({summary}; the rest finished)")
+        else:
+            print(f"sweep {record.id} is complete: all {len(statuses)} runs finished; nothing to resume "
+                  f"(parent run {parent})")
+        return 0
+    why = ", ".join(f"{s.point.index} {s.state}" for s in statuses if s.state in RESUMABLE)
+    print(f"sweep {record.id}: resuming runs {format_indices(todo)} ({why}) into their output dirs and MLflow runs")
+    if not args.local and not any(s.launcher == "slurm" for s in record.submissions):
+        args.local = True  # a sweep that never went to SLURM resumes where it ran
+    if not args.local and record.parent_run_id:
+        from phiscale.tracking.writes import set_run_status
+
+        set_run_status(record.tracking_uri, record.parent_run_id, "RUNNING")  # runs outstanding again
+    return _launch(record, todo, args)
+
+
+# ---------------------------------------------------------------- helpers -----
+def check_max_parallel(value: int | None) -> None:
+    if value is not None and value < 1:
+        raise PhiscaleError(f"--max-parallel {value} must be at least 1 (or left out for no limit)")
+
+
+def _command_line() -> str:
+    import shlex
+
+    return shlex.join(["phiscale-sweep", *sys.argv[1:]]) if sys.argv[1:] else "phiscale-sweep"
+
+
+def _columns(header: list[str], rows: list[list[str]], left: Sequence[int] = ()) -> list[str]:
+    """A plain-text table: columns in `left` left-aligned, the others right-aligned."""
+    widths = [max(len(r[c]) for r in [header, *rows]) for c in range(len(header))]
+
+    def fmt(row: list[str]) -> str:
+        cells = [c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))]
+        return "  ".join(cells).rstrip()
+
+    return [fmt(header), *map(fmt, rows)]
+
+
+def _num(value: float | None, spec: str = "{:.3f}") -> str:
+    return "-" if value is None else spec.format(value)
+
+
+HANDLERS = {"list": run_list, "submit": run_submit, "status": run_status, "resume": run_resume}
+
+
+@user_errors_as_one_line
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        build_parser().print_help()
+        return 0 if argv else 2
+    command = argv.pop(0) if argv[0] in COMMANDS else "list"  # `phiscale-sweep FILE` lists, as it always did
+    args = build_parser(command).parse_intermixed_args(argv)
+    return HANDLERS[command](args)
 
 
 if __name__ == "__main__":

@@ -7,27 +7,82 @@ import os
 # Numba's threading layer and JIT cache must be set before FFCV/numba import anywhere.
 os.environ.setdefault("NUMBA_THREADING_LAYER", "omp")
 
-import hydra
-from omegaconf import DictConfig
+from pathlib import Path  # noqa: E402
 
-from phiscale.config import conf_dir
-from phiscale.errors import PhiscaleError, user_errors_as_one_line
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from phiscale.config import conf_dir  # noqa: E402
+from phiscale.errors import PhiscaleError, user_errors_as_one_line  # noqa: E402
 
 
 def compose_sweep_point(cfg: DictConfig) -> tuple[DictConfig, dict[str, str]]:
-    """Re-compose the config with point `sweep.index` of `sweep.file` (base, point, then the CLI's own)."""
+    """Re-compose the config as run `sweep.index` of a sweep, and the tags of its MLflow run.
+
+    With a record (`sweep.record=<sweep.json>`, or the record a multirun's callback wrote in its
+    sweep dir) the run is the record's: its overrides, the command line's own, then the output dir,
+    store and experiment the record pins; the run is tagged as a child of the sweep's parent run.
+    Without one, it is point `sweep.index` of `sweep.file` as the file says now.
+    """
     from hydra import compose
     from hydra.core.hydra_config import HydraConfig
 
-    from phiscale.sweeps import load_sweep
-
-    if cfg.sweep.index is None:
-        raise PhiscaleError(f"sweep.file={cfg.sweep.file} needs sweep.index=<point>; `phiscale-sweep {cfg.sweep.file}` lists them")
-    sweep = load_sweep(cfg.sweep.file)
-    point = sweep.overrides(int(cfg.sweep.index))
     cli = list(HydraConfig.get().overrides.task)
-    composed = compose(config_name="train", overrides=[*point, *cli])
-    return composed, sweep.run_tags(int(cfg.sweep.index))
+    record_path = sweep_record_path(cfg)
+    if cfg.sweep.index is None:
+        what = f"sweep.record={record_path}" if record_path else f"sweep.file={cfg.sweep.file}"
+        raise PhiscaleError(f"{what} needs sweep.index=<point>; `phiscale-sweep {cfg.sweep.file or record_path}` "
+                            "lists them")
+    if record_path is None:
+        from phiscale.sweeps import load_sweep
+
+        sweep = load_sweep(cfg.sweep.file)
+        composed = compose(config_name="train", overrides=[*sweep.overrides(int(cfg.sweep.index)), *cli])
+        return composed, {"seed": str(composed.seed), **sweep.run_tags(int(cfg.sweep.index))}
+
+    from phiscale.sweep_record import load_record, quote_value
+
+    record = load_record(record_path)
+    point = record.point(cfg.sweep.index)
+    pinned = record.pinned(point.index)
+    check_pinned(cfg, pinned, record.id)
+    forced = [f"{key}={quote_value(value)}" for key, value in pinned.items()]
+    composed = compose(config_name="train", overrides=[*point.overrides, *record.extra, *cli, *forced])
+    return composed, {"seed": str(composed.seed), **record.child_tags(point.index)}
+
+
+def sweep_record_path(cfg: DictConfig) -> Path | None:
+    """`sweep.record`, else in a multirun over `sweep.file` the record its callback wrote in the sweep dir."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from phiscale.sweep_record import RECORD
+
+    if cfg.sweep.get("record"):
+        return Path(str(cfg.sweep.record))
+    hydra_cfg = HydraConfig.get()
+    if cfg.sweep.file is not None and hydra_cfg.mode == RunMode.MULTIRUN:
+        written = Path(str(hydra_cfg.sweep.dir)) / RECORD
+        return written if written.is_file() else None
+    return None
+
+
+def check_pinned(cfg: DictConfig, pinned: dict[str, str], sweep_id: str) -> None:
+    """Refuse a command line that sets a run's output dir, store or experiment to something else
+    than its sweep's (the run would leave its sweep: another dir, or no parent in that store)."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    from phiscale.tracking.store import normalize_tracking_uri
+
+    set_here = {o.split("=", 1)[0].lstrip("+~") for o in HydraConfig.get().overrides.task if "=" in o}
+    same = {"tracking.uri": lambda a, b: normalize_tracking_uri(a) == normalize_tracking_uri(b),
+            "paths.output_dir": lambda a, b: Path(a).resolve() == Path(b).resolve()}
+    for key, theirs in pinned.items():
+        mine = str(OmegaConf.select(cfg, key))
+        if key in set_here and not same.get(key, str.__eq__)(mine, theirs):
+            raise PhiscaleError(f"{key}={mine} differs from sweep {sweep_id}'s {theirs}: drop {key}= (a sweep's "
+                                "runs keep the output dir, store and experiment of its record)")
 
 
 @hydra.main(config_path=str(conf_dir()), config_name="train", version_base="1.3")
@@ -36,7 +91,7 @@ def main(cfg: DictConfig) -> None:
     from phiscale.train.run import run_training
 
     tags: dict[str, str] = {}
-    if cfg.sweep.file is not None:
+    if cfg.sweep.file is not None or cfg.sweep.get("record"):
         cfg, tags = compose_sweep_point(cfg)
     run_training(cfg, extra_tags=tags)
 

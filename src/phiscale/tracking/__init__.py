@@ -6,54 +6,44 @@
     logger.py   the Lightning logger of a training run (appends; a sender thread sends)
     sync.py     phiscale-sync: send journals later; reap runs that died without a goodbye
     tags.py     params from the config, tags from the environment
-    writes.py   phiscale-eval's and phiscale-report's writes
+    system_metrics.py  CPU, memory, disk, network and GPU samples for MLflow's system/ metrics
+    writes.py   phiscale-eval's and phiscale-report's writes; a sweep's parent run
+
+The names below are imported on first use: a command that only needs the store or the writes
+(`phiscale-sweep submit`, which must return in a second or two) does not pay for Lightning, which
+the logger imports.
 """
 
-from phiscale.tracking.journal import Journal, RunRecord, tracking_dir
-from phiscale.tracking.logger import MODES, RunLogger
-from phiscale.tracking.sender import Sender
-from phiscale.tracking.store import (
-    DEFAULT_URI,
-    check_reachable,
-    client,
-    experiment_url,
-    get_or_create_experiment,
-    is_server,
-    normalize_tracking_uri,
-    resolve_uri,
-    run_url,
-    short_http_timeouts,
-    ui_command,
-)
-from phiscale.tracking.sync import find_output_dirs, is_lost, reap, sync_output_dir
-from phiscale.tracking.tags import environment_tags, flatten_config, system_tags
-from phiscale.tracking.writes import log_evaluation, log_report_run
+from __future__ import annotations
 
-__all__ = [
-    "DEFAULT_URI",
-    "MODES",
-    "Journal",
-    "RunLogger",
-    "RunRecord",
-    "Sender",
-    "check_reachable",
-    "client",
-    "environment_tags",
-    "experiment_url",
-    "find_output_dirs",
-    "flatten_config",
-    "get_or_create_experiment",
-    "is_lost",
-    "is_server",
-    "log_evaluation",
-    "log_report_run",
-    "normalize_tracking_uri",
-    "reap",
-    "resolve_uri",
-    "run_url",
-    "short_http_timeouts",
-    "sync_output_dir",
-    "system_tags",
-    "tracking_dir",
-    "ui_command",
-]
+import importlib
+from typing import Any
+
+# name -> the module of this package that defines it
+_EXPORTS = {
+    "Journal": "journal", "RunRecord": "journal", "tracking_dir": "journal",
+    "MODES": "logger", "RunLogger": "logger",
+    "Sender": "sender",
+    "DEFAULT_URI": "store", "check_reachable": "store", "client": "store", "get_or_create_experiment": "store",
+    "is_server": "store", "normalize_tracking_uri": "store", "resolve_uri": "store", "run_url": "store",
+    "experiment_url": "store", "short_http_timeouts": "store", "ui_command": "store",
+    "find_output_dirs": "sync", "is_lost": "sync", "reap": "sync", "sync_output_dir": "sync",
+    "environment_tags": "tags", "flatten_config": "tags", "system_tags": "tags",
+    "create_parent_run": "writes", "log_evaluation": "writes", "log_report_run": "writes",
+    "set_run_status": "writes", "tag_run": "writes",
+}  # fmt: skip
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    """`phiscale.tracking.<name>`: import its module now, once (PEP 562)."""
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})

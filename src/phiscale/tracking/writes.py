@@ -1,4 +1,5 @@
-"""MLflow writes outside a training run: `phiscale-eval`'s metrics and `phiscale-report`'s run."""
+"""MLflow writes outside a training run: `phiscale-eval`'s metrics, `phiscale-report`'s run, and a
+sweep's parent run (created at submission, its status kept by `phiscale-sweep status` / `resume`)."""
 
 from __future__ import annotations
 
@@ -50,3 +51,38 @@ def log_report_run(tracking_uri: str, experiment_id: str, files: Sequence[Path],
         raise
     mlflow.set_terminated(run_id, status="FINISHED")
     return run_id
+
+
+# ---------------------------------------------------------------- a sweep's parent run -----
+SWEEP_STATUSES = ("RUNNING", "FINISHED", "FAILED", "KILLED")
+
+
+def create_parent_run(tracking_uri: str, experiment: str, *, run_name: str, tags: Mapping[str, str],
+                      note: str) -> tuple[str, str]:
+    """A RUNNING run that a sweep's runs name as their parent (`mlflow.parentRunId`), so the MLflow UI
+    nests them under it; `note` becomes its description. Returns (experiment id, run id)."""
+    mlflow = client(tracking_uri)
+    experiment_id = get_or_create_experiment(mlflow, experiment)
+    cut = {k: str(v)[:TAG_VALUE_LIMIT] for k, v in tags.items()}
+    run = mlflow.create_run(experiment_id, run_name=run_name, tags={**cut, "mlflow.note.content": note})
+    return experiment_id, run.info.run_id
+
+
+def tag_run(tracking_uri: str, run_id: str, tags: Mapping[str, str]) -> None:
+    """Add or replace tags of an existing run (e.g. the SLURM array ids of a sweep's submissions)."""
+    from mlflow.entities import RunTag
+
+    client(tracking_uri).log_batch(run_id, tags=[RunTag(k, str(v)[:TAG_VALUE_LIMIT]) for k, v in tags.items()])
+
+
+def set_run_status(tracking_uri: str, run_id: str, status: str) -> None:
+    """RUNNING again (points resubmitted), or an end status with its end time (all points ended)."""
+    if status not in SWEEP_STATUSES:
+        raise ValueError(f"status {status!r} is not one of {SWEEP_STATUSES}")
+    mlflow = client(tracking_uri)
+    if mlflow.get_run(run_id).info.status == status:
+        return
+    if status == "RUNNING":
+        mlflow.update_run(run_id, status="RUNNING")
+    else:
+        mlflow.set_terminated(run_id, status=status)

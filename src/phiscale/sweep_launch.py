@@ -1,0 +1,128 @@
+"""Launching a recorded sweep: one SLURM array (`submit`, `resume`), or one run after another here (`--local`).
+
+Every launch trains `phiscale-train sweep.record=<sweep.json> sweep.index=<i>`: the record pins
+each run's overrides, output dir, store and experiment, so a resubmitted run continues where it
+stopped (its last.ckpt, its MLflow run). A SLURM launch returns as soon as sbatch has queued the
+array; its log files go to the runs' output dirs (`<dir>/slurm-<array job>_<i>.out`).
+"""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from phiscale.errors import PhiscaleError
+from phiscale.sweep_record import (
+    Submission,
+    SweepRecord,
+    add_submission,
+    create_record,
+    format_indices,
+    now_iso,
+    open_parent_run,
+    quote_value,
+)
+from phiscale.sweeps import load_sweep
+
+REPO_SCRIPT = Path(__file__).resolve().parents[2] / "slurm" / "sweep.sbatch"
+LOCAL_LOG = "train.log"  # a local run's console output, in its output dir
+
+
+@dataclass(frozen=True)
+class SweepSettings:
+    """What the whole sweep shares, from the train config composed with the sweep's base and the extra overrides."""
+
+    root: Path  # paths.root
+    tracking_uri: str
+    experiment: str
+
+
+def settings_of(cfg: Any) -> SweepSettings:
+    """paths.root, tracking.uri (made absolute) and tracking.experiment of a composed train config."""
+    from phiscale.tracking.store import normalize_tracking_uri
+
+    return SweepSettings(Path(str(cfg.paths.root)).resolve(), normalize_tracking_uri(str(cfg.tracking.uri)),
+                         str(cfg.tracking.experiment))
+
+
+def new_sweep(sweep_file: str | Path, extra: Sequence[str], *, submit_command: str) -> SweepRecord:
+    """Load the sweep file, write its record (one output dir per run) and open its parent MLflow run."""
+    from phiscale.config import compose_config
+    from phiscale.tracking.store import check_reachable
+
+    sweep = load_sweep(sweep_file)
+    settings = settings_of(compose_config([*sweep.base, *extra]))  # as the runs will compose it
+    check_reachable(settings.tracking_uri)  # a wrong server URI fails here, in seconds, before anything is queued
+    record = create_record(sweep, root=settings.root, extra=extra, submit_command=submit_command,
+                           tracking_uri=settings.tracking_uri, experiment=settings.experiment)
+    open_parent_run(record)
+    return record
+
+
+def sbatch_args(record: SweepRecord, indices: Sequence[int], *, max_parallel: int | None = None,
+                extra_args: Sequence[str] = (), script: str | Path | None = None) -> list[str]:
+    """sbatch's arguments for one array over `indices` (job name and log files default to the sweep's)."""
+    if max_parallel is not None and max_parallel < 1:
+        raise PhiscaleError(f"--max-parallel {max_parallel} must be at least 1 (or left out for no limit)")
+    script = Path(script) if script is not None else REPO_SCRIPT
+    if not script.is_file():
+        raise PhiscaleError(f"SLURM script {script} not found: pass --script path/to/sweep.sbatch")
+    array = format_indices(indices) + (f"%{max_parallel}" if max_parallel else "")
+    ours = [f"--array={array}"]
+    if not _given(extra_args, "--job-name", "-J"):
+        ours.append(f"--job-name={record.id}")
+    if not _given(extra_args, "--output", "-o"):
+        ours.append(f"--output={record.directory}/points/%a/slurm-%A_%a.out")
+    return [*ours, *extra_args, str(script), f"sweep.record={quote_value(str(record.path))}"]
+
+
+def submit_slurm(record: SweepRecord, indices: Sequence[int], **kwargs) -> Submission:
+    """Queue `indices` as one SLURM array and record the submission; returns without waiting."""
+    from phiscale import slurm_queue
+
+    args = sbatch_args(record, indices, **kwargs)
+    job_id = slurm_queue.submit(args)
+    submission = Submission("slurm", sorted(indices), shlex.join(["sbatch", *args]), now_iso(), job_id)
+    add_submission(record, submission)
+    return submission
+
+
+def train_command(record: SweepRecord, index: int) -> list[str]:
+    """The process that trains run `index` here (what a SLURM task runs, without srun)."""
+    point_dir = Path(record.point(index).output_dir)
+    return [sys.executable, "-m", "phiscale.cli.train", f"sweep.record={quote_value(str(record.path))}",
+            f"sweep.index={index}", f"hydra.run.dir={quote_value(str(point_dir / 'hydra'))}"]
+
+
+def run_local(record: SweepRecord, indices: Sequence[int], *, echo: Callable[[str], None] = print) -> dict[int, int]:
+    """Train `indices` one after another on this machine, each its own process (a failure does not stop
+    the others); returns {index: exit code}. Ctrl-C stops the current run (it checkpoints) and the rest."""
+    command = shlex.join(["phiscale-train", f"sweep.record={quote_value(str(record.path))}"]) + " sweep.index=<i>"
+    add_submission(record, Submission("local", sorted(indices), command, now_iso()))
+    codes: dict[int, int] = {}
+    for n, index in enumerate(indices, 1):
+        log = Path(record.point(index).output_dir) / LOCAL_LOG
+        started = time.monotonic()
+        echo(f"run {index} ({n}/{len(indices)}): {' '.join(record.point(index).own) or '(base)'} -> log {log}")
+        with open(log, "a") as out:
+            process = subprocess.Popen(train_command(record, index), stdout=out, stderr=subprocess.STDOUT)
+            try:
+                codes[index] = process.wait()
+            except KeyboardInterrupt:
+                codes[index] = process.wait()  # it got the same SIGINT: let it checkpoint and close its run
+                echo(f"run {index}: interrupted; the rest not started (`phiscale-sweep resume {record.id}`)")
+                break
+        verdict = "ok" if codes[index] == 0 else f"FAILED (exit code {codes[index]}; see {log})"
+        echo(f"run {index}: {verdict} after {time.monotonic() - started:.0f} s")
+    return codes
+
+
+def _given(args: Sequence[str], *flags: str) -> bool:
+    """An sbatch option among `args`, as `--flag=v`, `--flag v`, `-J v` or `-Jv`."""
+    return any(a == f or a.startswith(f + "=") or (len(f) == 2 and a.startswith(f)) for a in args for f in flags)

@@ -1,0 +1,142 @@
+"""Where each run of a submitted sweep stands, from MLflow (the child runs) and SLURM (the array tasks).
+
+States: pending (queued), running, finished, failed, cancelled, lost (RUNNING in MLflow but its
+heartbeat stopped and SLURM knows nothing), missing (no run and no job: never started, or its job
+is forgotten). A finished MLflow run is finished whatever SLURM says; otherwise a task SLURM still
+knows decides (PENDING -> pending, CANCELLED -> cancelled even while the run still says RUNNING);
+otherwise the run's status does. `resume` resubmits the failed, cancelled, lost and missing ones.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from phiscale.sweep_record import SWEEP_ID_TAG, RecordPoint, SweepRecord
+
+STATES = ("pending", "running", "finished", "failed", "cancelled", "lost", "missing")
+RESUMABLE = ("failed", "cancelled", "lost", "missing")
+ACTIVE = ("pending", "running")
+
+# SLURM job state codes (man squeue, "JOB STATE CODES") -> the run's state. COMPLETED is absent: a
+# task that exited 0 says nothing about the run, whose MLflow status decides.
+SLURM_STATES = {
+    "PENDING": "pending", "REQUEUED": "pending", "REQUEUE_HOLD": "pending", "REQUEUE_FED": "pending",
+    "CONFIGURING": "pending", "RUNNING": "running", "COMPLETING": "running", "SIGNALING": "running",
+    "STAGE_OUT": "running", "SUSPENDED": "running", "STOPPED": "running", "RESIZING": "running",
+    "CANCELLED": "cancelled", "PREEMPTED": "cancelled", "REVOKED": "cancelled",
+    "FAILED": "failed", "TIMEOUT": "failed", "NODE_FAIL": "failed", "OUT_OF_MEMORY": "failed",
+    "BOOT_FAIL": "failed", "DEADLINE": "failed", "SPECIAL_EXIT": "failed",
+}  # fmt: skip
+# MLflow run status -> the run's state when SLURM says nothing (KILLED: stopped by a signal or reaped).
+MLFLOW_STATES = {"FINISHED": "finished", "FAILED": "failed", "KILLED": "cancelled", "SCHEDULED": "pending"}
+
+
+@dataclass
+class PointStatus:
+    """One run of the sweep: its record entry, state, MLflow run (latest attempt) and SLURM task state."""
+
+    point: RecordPoint
+    state: str
+    run: Any | None  # mlflow.entities.Run
+    slurm_state: str | None
+    restarts: int
+
+
+def merge_state(run_status: str | None, lost: bool, slurm_state: str | None) -> str:
+    """The run's state from its MLflow status (None: no run), heartbeat and SLURM task state (None: unknown)."""
+    if run_status == "FINISHED":
+        return "finished"
+    if slurm_state in SLURM_STATES:
+        return SLURM_STATES[slurm_state]
+    if slurm_state == "COMPLETED" and run_status in (None, "RUNNING"):
+        return "failed" if run_status is None else "lost"  # the process ended; MLflow never heard the end
+    if run_status is None:
+        return "missing"
+    if run_status == "RUNNING":
+        return "lost" if lost else "running"
+    return MLFLOW_STATES.get(run_status, "failed")
+
+
+def sweep_status(record: SweepRecord, *, now_s: float | None = None) -> list[PointStatus]:
+    """Every run of `record`, in index order, with its state (MLflow and SLURM read once each)."""
+    from phiscale import slurm_queue
+    from phiscale.tracking.sync import is_lost
+
+    now_s = time.time() if now_s is None else now_s
+    runs = child_runs(record)
+    wanted: dict[str, set[int]] = {}
+    for point in record.points:
+        submission = record.latest_submission(point.index)
+        if submission is not None and submission.array_job_id:
+            wanted.setdefault(submission.array_job_id, set()).add(point.index)
+    tasks = slurm_queue.task_states(wanted) if wanted else {}
+    out = []
+    for point in record.points:
+        run = runs.get(point.index)
+        submission = record.latest_submission(point.index)
+        slurm_state = tasks.get((submission.array_job_id, point.index)) if submission and submission.array_job_id else None
+        status = run.info.status if run is not None else None
+        lost = run is not None and is_lost(status, run.data.tags, run.info.start_time, now_s)
+        restarts = int(run.data.tags.get("restarts", 0)) if run is not None else 0
+        out.append(PointStatus(point, merge_state(status, lost, slurm_state), run, slurm_state, restarts))
+    return out
+
+
+def child_runs(record: SweepRecord) -> dict[int, Any]:
+    """The latest MLflow run of each index of the sweep (found by its `phiscale.sweep_id` tag)."""
+    from phiscale.tracking.store import client
+
+    mlflow = client(record.tracking_uri)
+    experiment = mlflow.get_experiment_by_name(record.experiment)
+    if experiment is None:
+        return {}
+    latest: dict[int, Any] = {}
+    for run in _search(mlflow, experiment.experiment_id, f"tags.`{SWEEP_ID_TAG}` = '{record.id}'"):
+        try:
+            index = int(run.data.tags.get("sweep_index", ""))
+        except ValueError:
+            continue
+        if index not in latest or (run.info.start_time or 0) > (latest[index].info.start_time or 0):
+            latest[index] = run
+    return latest
+
+
+def parent_status(states: Sequence[str]) -> str:
+    """The parent run's MLflow status: RUNNING while any run is outstanding, FINISHED when all
+    finished, else FAILED (something failed, was lost or never ran) or KILLED (only cancellations)."""
+    if any(s in ACTIVE for s in states):
+        return "RUNNING"
+    if all(s == "finished" for s in states):
+        return "FINISHED"
+    return "KILLED" if all(s in ("finished", "cancelled") for s in states) else "FAILED"
+
+
+def update_parent(record: SweepRecord, statuses: Sequence[PointStatus]) -> str | None:
+    """Set the parent run's status from the runs' states; returns it (None without a parent run)."""
+    if not record.parent_run_id:
+        return None
+    from phiscale.tracking.writes import set_run_status
+
+    status = parent_status([s.state for s in statuses])
+    set_run_status(record.tracking_uri, record.parent_run_id, status)
+    return status
+
+
+def counts(statuses: Sequence[PointStatus]) -> dict[str, int]:
+    """{state: how many}, in STATES order, states with no run left out."""
+    found = Counter(s.state for s in statuses)
+    return {state: found[state] for state in STATES if found[state]}
+
+
+def _search(mlflow, experiment_id: str, filter_string: str) -> Iterator[Any]:
+    token = None
+    while True:
+        page = mlflow.search_runs([experiment_id], filter_string=filter_string, max_results=1000, page_token=token)
+        yield from page
+        token = page.token
+        if not token:
+            return
