@@ -252,6 +252,12 @@ def _build_classifier(spec: ArchSpec, scale: ModelScale, in_ch: int, num_classes
     )
 
 
+# EfficientNet's head init ±1/sqrt(classes) (TF efficientnet_model.py dense_kernel_initializer) was
+# set for ImageNet's 1000 classes; with 10 classes it is 10x wider and the first logits have a std
+# near 4 (loss ~5 instead of ln 10), which stalls short runs. Fewer classes keep the 1000-class scale.
+REFERENCE_HEAD_CLASSES = 1000
+
+
 def _init_weights(model: nn.Module, linear_init: str) -> None:
     """The reference initialisations (torchvision / TF): He fan-out convs, unit BN, small linears."""
     for m in model.modules():
@@ -264,7 +270,7 @@ def _init_weights(model: nn.Module, linear_init: str) -> None:
             nn.init.zeros_(m.bias)
         elif isinstance(m, nn.Linear):
             if linear_init == "uniform":
-                bound = 1.0 / math.sqrt(m.out_features)
+                bound = 1.0 / math.sqrt(max(m.out_features, REFERENCE_HEAD_CLASSES))
                 nn.init.uniform_(m.weight, -bound, bound)
             else:
                 nn.init.normal_(m.weight, 0.0, 0.01)
