@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from omegaconf import OmegaConf
 
 from phiscale.config import compose_config, conf_dir
 from phiscale.models import MODEL_NAMES
@@ -40,8 +41,10 @@ def test_model_data_trainer_compose(model, data, trainer):
 @pytest.mark.parametrize("optim", GROUPS["optim"])
 @pytest.mark.parametrize("tracking", GROUPS["tracking"])
 def test_optim_and_tracking_compose(optim, tracking):
+    from phiscale.train.optim import RECIPES
+
     cfg = compose_config([f"optim={optim}", f"tracking={tracking}"])
-    assert cfg.optim.name == optim
+    assert cfg.optim.name in RECIPES, f"optim={optim} names no optimiser the trainer knows: {cfg.optim.name}"
     assert "://" in cfg.tracking.uri
 
 
@@ -62,3 +65,67 @@ def test_experiments_compose(experiment):
 def test_the_demo_is_a_small_cpu_run_on_digits():
     cfg = compose_config(["experiment=digits_demo"])
     assert (cfg.data.name, cfg.trainer.accelerator, cfg.run_name) == ("digits", "cpu", "digits-demo")
+
+
+# ---- which recipe applies: data=digits brings conf/recipe/digits.yaml; ImageNet data keep the paper's
+RECIPE = OmegaConf.load(conf_dir() / "recipe" / "digits.yaml")
+SHORT_OPTIM = RECIPE.defaults[0]["override /optim@_global_.optim"]
+CPU_EPOCHS = OmegaConf.load(conf_dir() / "trainer" / "cpu.yaml").max_epochs
+RMSPROP_LR = OmegaConf.load(conf_dir() / "optim" / "rmsprop_tf.yaml").lr_per_256
+IMAGEFOLDER = ["data=imagefolder", "data.train_path=/x/train.beton", "data.val_path=/x/val.beton", "data.num_classes=37"]
+
+
+def short_run_keys(cfg) -> dict:
+    """The keys the digits recipe sets, as composed."""
+    return {"optim.lr_per_256": cfg.optim.lr_per_256, "optim.warmup_epochs": cfg.optim.warmup_epochs,
+            "bn_momentum": cfg.bn_momentum, "trainer.max_epochs": cfg.trainer.max_epochs,
+            "model.dropout": cfg.model.dropout, "model.drop_path_rate": cfg.model.drop_path_rate}
+
+
+def test_the_default_digits_run_gets_the_short_run_recipe():
+    cfg = compose_config([])
+    short = OmegaConf.load(conf_dir() / "optim" / f"{SHORT_OPTIM}.yaml")
+    assert cfg.data.name == "digits" and cfg.optim.name == "sgd_cosine"
+    assert short_run_keys(cfg) == {
+        "optim.lr_per_256": short.lr_per_256, "optim.warmup_epochs": short.warmup_epochs,
+        "bn_momentum": RECIPE.bn_momentum, "trainer.max_epochs": RECIPE.trainer.max_epochs,
+        "model.dropout": RECIPE.model.dropout, "model.drop_path_rate": RECIPE.model.drop_path_rate,
+    }
+    assert RECIPE.trainer.max_epochs != CPU_EPOCHS, "the recipe's epochs must differ to show they win over trainer/cpu"
+
+
+@pytest.mark.parametrize("data", [["data=imagenet"], IMAGEFOLDER], ids=["imagenet", "imagefolder"])
+def test_imagenet_style_data_keep_the_papers_recipe(data):
+    cfg = compose_config(data)
+    assert cfg.optim.name == "rmsprop_tf" and cfg.optim.lr_per_256 == RMSPROP_LR
+    assert cfg.bn_momentum is None, "the family's BN momentum (0.01 for EfficientNet), not the digits recipe's"
+    assert cfg.trainer.max_epochs == CPU_EPOCHS
+    assert cfg.model.dropout is None and cfg.model.drop_path_rate is None
+
+
+def test_an_optimiser_on_the_command_line_wins_over_the_recipe():
+    cfg = compose_config(["optim=rmsprop_tf"])
+    assert cfg.optim.name == "rmsprop_tf" and cfg.optim.lr_per_256 == RMSPROP_LR
+    assert cfg.bn_momentum == RECIPE.bn_momentum  # the rest of the recipe still applies to digits
+
+
+def test_command_line_keys_win_over_the_recipe():
+    cfg = compose_config(["trainer.max_epochs=3", "bn_momentum=0.2", "optim.lr_per_256=0.05", "model.dropout=0.3"])
+    assert (cfg.trainer.max_epochs, cfg.bn_momentum, cfg.optim.lr_per_256, cfg.model.dropout) == (3, 0.2, 0.05, 0.3)
+
+
+def test_the_imagenet_experiment_keeps_its_own_recipe():
+    cfg = compose_config(["experiment=imagenet_efficientnet"])
+    assert (cfg.data.name, cfg.optim.name, cfg.optim.lr_per_256) == ("imagenet", "rmsprop_tf", RMSPROP_LR)
+    assert cfg.trainer.max_epochs == 350 and cfg.bn_momentum is None
+
+
+def test_the_digits_demo_is_the_recipe_on_its_own_model():
+    cfg = compose_config(["experiment=digits_demo"])
+    assert cfg.model.name == "mobilenet_v3_small"
+    assert short_run_keys(cfg) == short_run_keys(compose_config(["model=mobilenet_v3_small"]))
+
+
+def test_the_recipe_can_be_added_to_other_small_data():
+    cfg = compose_config([*IMAGEFOLDER, "+recipe=digits"])
+    assert cfg.data.name == "imagefolder" and short_run_keys(cfg) == short_run_keys(compose_config([]))
