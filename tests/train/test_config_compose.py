@@ -44,7 +44,7 @@ def test_optim_and_tracking_compose(optim, tracking):
     from phiscale.train.optim import RECIPES
 
     cfg = compose_config([f"optim={optim}", f"tracking={tracking}"])
-    assert cfg.optim.name in RECIPES, f"optim={optim} names no optimiser the trainer knows: {cfg.optim.name}"
+    assert cfg.optim.name == optim and optim in RECIPES, f"optim={optim} names no optimiser the trainer knows"
     assert "://" in cfg.tracking.uri
 
 
@@ -68,30 +68,39 @@ def test_the_demo_is_a_small_cpu_run_on_digits():
 
 
 # ---- which recipe applies: data=digits brings conf/recipe/digits.yaml; ImageNet data keep the paper's
-RECIPE = OmegaConf.load(conf_dir() / "recipe" / "digits.yaml")
-SHORT_OPTIM = RECIPE.defaults[0]["override /optim@_global_.optim"]
+RECIPE_FILE = OmegaConf.load(conf_dir() / "recipe" / "digits.yaml")
+RECIPE_OPTIM = RECIPE_FILE.defaults[0]["override /optim@_global_.optim"]
 CPU_EPOCHS = OmegaConf.load(conf_dir() / "trainer" / "cpu.yaml").max_epochs
 RMSPROP_LR = OmegaConf.load(conf_dir() / "optim" / "rmsprop_tf.yaml").lr_per_256
 IMAGEFOLDER = ["data=imagefolder", "data.train_path=/x/train.beton", "data.val_path=/x/val.beton", "data.num_classes=37"]
 
 
-def short_run_keys(cfg) -> dict:
-    """The keys the digits recipe sets, as composed."""
-    return {"optim.lr_per_256": cfg.optim.lr_per_256, "optim.warmup_epochs": cfg.optim.warmup_epochs,
-            "bn_momentum": cfg.bn_momentum, "trainer.max_epochs": cfg.trainer.max_epochs,
-            "model.dropout": cfg.model.dropout, "model.drop_path_rate": cfg.model.drop_path_rate}
+def dotted(node, prefix: str = "") -> dict:
+    """{"trainer.max_epochs": 8, ...}: every leaf key of a config node."""
+    out = {}
+    for key, value in node.items():
+        if OmegaConf.is_dict(value):
+            out |= dotted(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+RECIPE = {k: v for k, v in dotted(RECIPE_FILE).items() if not k.startswith("defaults")}
+
+
+def recipe_keys(cfg) -> dict:
+    """The keys the digits recipe sets, as composed, and the optimiser it picks."""
+    return {"optim.name": cfg.optim.name} | {key: OmegaConf.select(cfg, key) for key in RECIPE}
 
 
 def test_the_default_digits_run_gets_the_short_run_recipe():
     cfg = compose_config([])
-    short = OmegaConf.load(conf_dir() / "optim" / f"{SHORT_OPTIM}.yaml")
-    assert cfg.data.name == "digits" and cfg.optim.name == "sgd_cosine"
-    assert short_run_keys(cfg) == {
-        "optim.lr_per_256": short.lr_per_256, "optim.warmup_epochs": short.warmup_epochs,
-        "bn_momentum": RECIPE.bn_momentum, "trainer.max_epochs": RECIPE.trainer.max_epochs,
-        "model.dropout": RECIPE.model.dropout, "model.drop_path_rate": RECIPE.model.drop_path_rate,
-    }
-    assert RECIPE.trainer.max_epochs != CPU_EPOCHS, "the recipe's epochs must differ to show they win over trainer/cpu"
+    assert cfg.data.name == "digits"
+    assert recipe_keys(cfg) == {"optim.name": RECIPE_OPTIM} | RECIPE
+    assert {"bn_momentum", "trainer.max_epochs", "model.dropout"} <= set(RECIPE)
+    assert RECIPE["trainer.max_epochs"] != CPU_EPOCHS, "the recipe's epochs must differ to show they win over trainer/cpu"
+    assert RECIPE_OPTIM != "rmsprop_tf", "the optimiser group's default changes with data=digits"
 
 
 @pytest.mark.parametrize("data", [["data=imagenet"], IMAGEFOLDER], ids=["imagenet", "imagefolder"])
@@ -100,13 +109,13 @@ def test_imagenet_style_data_keep_the_papers_recipe(data):
     assert cfg.optim.name == "rmsprop_tf" and cfg.optim.lr_per_256 == RMSPROP_LR
     assert cfg.bn_momentum is None, "the family's BN momentum (0.01 for EfficientNet), not the digits recipe's"
     assert cfg.trainer.max_epochs == CPU_EPOCHS
-    assert cfg.model.dropout is None and cfg.model.drop_path_rate is None
+    assert all(cfg.model[k] is None for k in ("dropout", "drop_path_rate", "zero_init_residual"))
 
 
 def test_an_optimiser_on_the_command_line_wins_over_the_recipe():
     cfg = compose_config(["optim=rmsprop_tf"])
     assert cfg.optim.name == "rmsprop_tf" and cfg.optim.lr_per_256 == RMSPROP_LR
-    assert cfg.bn_momentum == RECIPE.bn_momentum  # the rest of the recipe still applies to digits
+    assert cfg.bn_momentum == RECIPE["bn_momentum"]  # the rest of the recipe still applies to digits
 
 
 def test_command_line_keys_win_over_the_recipe():
@@ -122,10 +131,16 @@ def test_the_imagenet_experiment_keeps_its_own_recipe():
 
 def test_the_digits_demo_is_the_recipe_on_its_own_model():
     cfg = compose_config(["experiment=digits_demo"])
-    assert cfg.model.name == "mobilenet_v3_small"
-    assert short_run_keys(cfg) == short_run_keys(compose_config(["model=mobilenet_v3_small"]))
+    assert cfg.model.name == "mobilenet_v3_small" and cfg.run_name == "digits-demo"
+    assert recipe_keys(cfg) == recipe_keys(compose_config([]))
 
 
 def test_the_recipe_can_be_added_to_other_small_data():
     cfg = compose_config([*IMAGEFOLDER, "+recipe=digits"])
-    assert cfg.data.name == "imagefolder" and short_run_keys(cfg) == short_run_keys(compose_config([]))
+    assert cfg.data.name == "imagefolder" and recipe_keys(cfg) == recipe_keys(compose_config([]))
+
+
+def test_the_help_names_the_recipe_that_applies():
+    help_text = OmegaConf.load(conf_dir() / "train.yaml").hydra.help.header
+    assert "conf/recipe/digits.yaml" in help_text and f"optim={RECIPE_OPTIM}," in help_text
+    assert f"{RECIPE['trainer.max_epochs']} epochs" in help_text and "optim=rmsprop_tf" in help_text

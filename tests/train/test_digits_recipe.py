@@ -51,6 +51,30 @@ def test_a_ten_class_head_starts_near_chance(name):
     assert abs(loss - math.log(10)) < 0.5, f"{name}: first loss {loss:.2f}, expected about ln 10 = 2.30"
 
 
+def test_zero_init_residual_starts_every_residual_block_as_the_identity():
+    """The recipe's model.zero_init_residual: a deep EfficientNet starts as its shortcut path."""
+    import torch
+
+    from phiscale.models import build_model
+    from phiscale.models.layers import InvertedResidual
+
+    model = build_model("efficientnet", num_classes=10, phi=2.0, zero_init_residual=True).eval()
+    residual = [m for m in model.modules() if isinstance(m, InvertedResidual) and m.use_residual]
+    assert len(residual) > 10
+    for block in residual:
+        channels = block.block[0][0].in_channels
+        x = torch.randn(2, channels, 4, 4)
+        assert torch.equal(block(x), x)
+
+
+def test_zero_init_residual_refuses_a_non_boolean():
+    from phiscale.errors import PhiscaleError
+    from phiscale.models import build_model
+
+    with pytest.raises(PhiscaleError, match="zero_init_residual='yes' must be true or false"):
+        build_model("mobilenet_v2", num_classes=10, zero_init_residual="yes")
+
+
 def train_with_defaults(name: str, overrides: list[str], root: Path) -> dict:
     """`phiscale-train <model>` with the defaults; its summary.json plus the process's wall time."""
     out = root / name
