@@ -92,11 +92,11 @@ def phiscale_loop(model: nn.Module, batches, warmup: int, workdir: Path, precisi
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     logger = False
     if mlflow:
-        from phiscale.tracking import MLflowRunLogger
+        from phiscale.tracking import RunLogger
 
-        logger = MLflowRunLogger(
-            tracking_uri=f"sqlite:///{workdir}/mlflow.db", experiment="overhead", run_name="bench",
-            ckpt_dir=ckpt_dir, params={"bench": "overhead"}, tags={},
+        logger = RunLogger(
+            output_dir=workdir, tracking_uri=f"sqlite:///{workdir}/mlflow.db", experiment="overhead",
+            run_name="bench", params={"bench": "overhead"}, tags={},
         )
         logger.open()  # as phiscale-train does, before fit: creating the store is not a step
     last = LastCheckpoint(ckpt_dir, every_n_steps=10**9)
@@ -110,7 +110,7 @@ def phiscale_loop(model: nn.Module, batches, warmup: int, workdir: Path, precisi
     )
     trainer.fit(module, train_dataloaders=InMemory(batches))
     if logger:
-        logger.finalize("success")
+        logger.close("finished", drain_timeout_s=60)
     return clock.steps / (clock.end - clock.start)
 
 

@@ -10,6 +10,7 @@ APT_PACKAGES=(
   g++ ninja-build                                 # DeepSpeed JIT-compiles its CPU ops
   munge slurmctld slurmd slurm-client             # the local SLURM testbed (slurm/testbed)
   chromium                                        # browser test of the MLflow UI
+  postgresql                                      # phiscale-server's database (PostgreSQL 15)
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -37,6 +38,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   # FFCV 1.0.2 has no wheels; its build needs numpy/opencv present (no build isolation).
   "${pip[@]}" numpy cython pkgconfig opencv-python-headless
   "${pip[@]}" --no-build-isolation "ffcv==1.0.2"
+  # The project, with psycopg[binary] (phiscale-server's PostgreSQL driver, in pyproject.toml).
   "${pip[@]}" -e ".[dev,ffcv]"
   echo "$want" > "$stamp"
 fi

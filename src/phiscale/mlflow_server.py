@@ -1,14 +1,17 @@
-"""Start and stop a real `mlflow server` (sqlite backend, proxied artifacts) for tests and one-node use.
+"""Start and stop a real `mlflow server` (proxied artifacts) as one process group, and the small
+probes every caller shares: free ports, who holds a port, /health, process groups.
 
 Shared tracking store for a cluster
 -----------------------------------
 Run one MLflow tracking server on a node every job can reach (the login node or a small
-service node), with the run data in a database and the artifacts on shared storage that only
-the server touches; jobs then log over HTTP and need no access to the database or the files:
+service node); jobs log over HTTP and need no access to the database or the artifact files.
+`phiscale-server start --dir DIR` (phiscale.tracking_server) does it with PostgreSQL, the pool
+and timeout settings measured by benchmarks/tracking_load.py, and start/stop/status; by hand,
+the same server on sqlite is:
 
     MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow server \\
-        --backend-store-uri sqlite:////shared/mlflow/mlflow.db \\
-        --artifacts-destination /shared/mlflow/artifacts --serve-artifacts \\
+        --backend-store-uri sqlite:////srv/mlflow/mlflow.db \\
+        --artifacts-destination /srv/mlflow/artifacts --serve-artifacts \\
         --host 0.0.0.0 --port 5000 --workers 2 \\
         --allowed-hosts 'login01,login01:5000,10.*'
 
@@ -16,16 +19,15 @@ the server touches; jobs then log over HTTP and need no access to the database o
     phiscale-train tracking=server ...                        # or the SLURM array of a sweep
     phiscale-report --experiment phiscale                     # reads the same URI
 
-sqlite is enough for one server process and a few hundred runs; for many concurrent writers
-use a real database (`--backend-store-uri postgresql://user:pass@dbhost/mlflow`, which needs
-`psycopg2`). `--serve-artifacts` makes the server proxy every artifact upload and download
-(`mlflow-artifacts:/` URIs), so compute nodes never write to the artifact store directly; the
-destination can also be `s3://bucket/prefix`. `MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false` skips
-the server's GenAI job runner, which tracking does not use. Startup takes 15-50 s on a busy
-2-core node (measured: about 16 s idle here); wait for `curl http://login01:5000/health` to say
-OK before submitting. `--host 0.0.0.0` exposes the server to the whole network without
-authentication: keep it on a private cluster network (or add `--app-name basic-auth`) and list
-the names clients use in `--allowed-hosts`.
+sqlite serialises all writers on one file lock: fine for one user and small sweeps (see the
+README's table for where it stops coping). `--serve-artifacts` makes the server proxy every
+artifact upload and download (`mlflow-artifacts:/` URIs), so compute nodes never write to the
+artifact store directly; the destination can also be `s3://bucket/prefix`.
+`MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false` skips the server's GenAI job runner, which tracking
+does not use. Startup takes 15-50 s on a busy 2-core node (measured: about 16 s idle here);
+wait for `curl http://login01:5000/health` to say OK before submitting. `--host 0.0.0.0`
+exposes the server to the whole network without authentication: keep it on a private cluster
+network (or add `--app-name basic-auth`) and list the names clients use in `--allowed-hosts`.
 
 In Python (tests, one-node experiments) use `MlflowServer`, which binds 127.0.0.1 on a free
 port, runs the server in its own process group and stops the whole group:
@@ -44,11 +46,16 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 
 from phiscale.errors import PhiscaleError
 
 DEFAULT_STARTUP_TIMEOUT_S = 120.0
+# uvicorn (MLflow 3's default server) has no per-request timeout, so a long checkpoint upload is
+# never cut off server-side; its supervisor kills a worker that misses a 5 s health ping
+# (uvicorn --timeout-worker-healthcheck), which a loaded 2-core node can miss: allow a minute.
+UVICORN_OPTS = "--timeout-worker-healthcheck 60 --timeout-graceful-shutdown 20"
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -56,6 +63,53 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """True when `host:port` can be bound now (nothing listens on it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def port_holder(port: int) -> str | None:
+    """`pid N (command line)` of the process listening on TCP `port`, when /proc says (Linux)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                inodes.add(f"socket:[{inode}]")
+    for pid in _pids():
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}") in inodes:
+                    return f"pid {pid} ({command_line(pid)})"
+            except OSError:
+                continue
+    return None
+
+
+def command_line(pid: int, limit: int = 80) -> str:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return "?"
+    text = raw.replace(b"\0", b" ").decode(errors="replace").strip()
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def is_healthy(url: str, timeout: float = 2.0) -> bool:
@@ -86,7 +140,11 @@ def wait_until_reachable(uri: str, timeout_s: float) -> Exception | None:
 
 
 class MlflowServer:
-    """One `mlflow server` process group on `host:port`, data under `root` (db + artifacts + log)."""
+    """One `mlflow server` process group on `host:port`, data under `root` (db + artifacts + log).
+
+    `env` adds environment variables for the server (pool sizes, ...); the backend store URI
+    travels in the environment too, so a database password never shows in `ps`.
+    """
 
     def __init__(
         self,
@@ -98,6 +156,9 @@ class MlflowServer:
         artifacts_destination: str | Path | None = None,
         workers: int = 1,
         startup_timeout_s: float = DEFAULT_STARTUP_TIMEOUT_S,
+        log_path: str | Path | None = None,
+        env: Mapping[str, str] | None = None,
+        allowed_hosts: str | None = None,
     ) -> None:
         self.root = Path(root).resolve()
         self.host = host
@@ -106,7 +167,9 @@ class MlflowServer:
         self.artifacts_destination = str(artifacts_destination or self.root / "artifacts")
         self.workers = workers
         self.startup_timeout_s = startup_timeout_s
-        self.log_path = self.root / "server.log"
+        self.log_path = Path(log_path) if log_path else self.root / "server.log"
+        self.env = dict(env or {})
+        self.allowed_hosts = allowed_hosts
         self.startup_s: float | None = None  # how long the last start took
         self._process: subprocess.Popen | None = None
 
@@ -116,14 +179,18 @@ class MlflowServer:
             raise RuntimeError("MlflowServer has no port until start() is called")
         return f"http://{self.host}:{self.port}"
 
+    @property
+    def pid(self) -> int | None:
+        """The CLI's pid, which is also the process group id of the server."""
+        return self._process.pid if self._process is not None else None
+
     def command(self) -> list[str]:
         mlflow_script = Path(sys.executable).with_name("mlflow")
         prog = [str(mlflow_script)] if mlflow_script.exists() else [sys.executable, "-m", "mlflow"]
+        allowed = ["--allowed-hosts", self.allowed_hosts] if self.allowed_hosts else []
         return [
             *prog,
             "server",
-            "--backend-store-uri",
-            self.backend_store_uri,
             "--artifacts-destination",
             self.artifacts_destination,
             "--serve-artifacts",
@@ -133,6 +200,9 @@ class MlflowServer:
             str(self.port),
             "--workers",
             str(self.workers),
+            "--uvicorn-opts",
+            UVICORN_OPTS,
+            *allowed,
         ]
 
     def start(self) -> MlflowServer:
@@ -140,11 +210,20 @@ class MlflowServer:
         if self._process is not None:
             raise RuntimeError(f"MlflowServer at {self.url} is already started")
         self.root.mkdir(parents=True, exist_ok=True)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
         if self.port is None:
             self.port = free_port(self.host)
-        if is_healthy(self.url, timeout=1.0):
-            raise PhiscaleError(f"something already answers at {self.url}; pick another port")
-        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        if not port_is_free(self.port, self.host) or is_healthy(self.url, timeout=1.0):
+            holder = port_holder(self.port) or "another process"
+            raise PhiscaleError(
+                f"something already answers at {self.url} ({holder}); pick another port or stop it"
+            )
+        env = {
+            **os.environ,
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+            **self.env,
+            "MLFLOW_BACKEND_STORE_URI": self.backend_store_uri,
+        }
         env.pop("MLFLOW_TRACKING_URI", None)
         started = time.monotonic()
         with open(self.log_path, "ab") as log:
@@ -169,32 +248,32 @@ class MlflowServer:
         assert self._process is not None
         while True:
             if self._process.poll() is not None:
-                raise RuntimeError(
+                raise PhiscaleError(
                     f"mlflow server exited with code {self._process.returncode} before it was ready; "
-                    f"its log ({self.log_path}) ends:\n{self.log_tail()}"
+                    f"see {self.log_path}, which ends: {self.log_tail(5, sep=' | ')}"
                 )
             if is_healthy(self.url, timeout=2.0):
                 return
             if time.monotonic() - started > self.startup_timeout_s:
-                raise TimeoutError(
-                    f"mlflow server at {self.url} was not ready after {self.startup_timeout_s:.0f} s; "
-                    f"its log ({self.log_path}) ends:\n{self.log_tail()}"
+                raise PhiscaleError(
+                    f"mlflow server at {self.url} was not healthy after {self.startup_timeout_s:.0f} s; "
+                    f"see {self.log_path}, which ends: {self.log_tail(5, sep=' | ')}"
                 )
             time.sleep(0.5)
 
-    def stop(self, timeout_s: float = 15.0) -> None:
+    def detach(self) -> int:
+        """Leave the started server running after this object is gone; its process group id."""
+        if self._process is None:
+            raise RuntimeError("MlflowServer.detach() before start()")
+        pid, self._process = self._process.pid, None
+        return pid
+
+    def stop(self, timeout_s: float = 30.0) -> None:
         """SIGTERM the whole process group (CLI, uvicorn and its workers), SIGKILL what is left."""
         process, self._process = self._process, None
         if process is None:
             return
-        pgid = process.pid  # start_new_session: the group id is the leader's pid
-        _signal_group(pgid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and _group_alive(pgid):
-            process.poll()  # reap the leader so the group can empty
-            time.sleep(0.2)
-        if _group_alive(pgid):
-            _signal_group(pgid, signal.SIGKILL)
+        stop_process_group(process.pid, timeout_s, reap=process.poll)
         try:
             process.wait(timeout=5)
         except subprocess.TimeoutExpired:
@@ -204,9 +283,9 @@ class MlflowServer:
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
-    def log_tail(self, lines: int = 20) -> str:
+    def log_tail(self, lines: int = 20, sep: str = "\n") -> str:
         try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+            return sep.join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return "(no log)"
 
@@ -217,18 +296,56 @@ class MlflowServer:
         self.stop()
 
 
+def stop_process_group(pgid: int, timeout_s: float = 30.0, reap=None) -> bool:
+    """SIGTERM process group `pgid`, wait until no live member is left, SIGKILL after
+    `timeout_s`; True when it had to kill. `reap` is called while waiting (a parent's poll)."""
+    _signal_group(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while group_members(pgid) and time.monotonic() < deadline:
+        if reap is not None:
+            reap()  # reap the leader so the group can empty
+        time.sleep(0.2)
+    if not group_members(pgid):
+        return False
+    _signal_group(pgid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while group_members(pgid) and time.monotonic() < deadline:
+        if reap is not None:
+            reap()
+        time.sleep(0.1)
+    return True
+
+
+def group_members(pgid: int) -> list[int]:
+    """Pids of the live (not zombie) processes in process group `pgid`, from /proc."""
+    members = []
+    for pid in _pids():
+        stat = process_stat(pid)
+        if stat is not None and int(stat[2]) == pgid and stat[0] != "Z":
+            members.append(pid)
+    return members
+
+
+def process_stat(pid: int) -> list[str] | None:
+    """/proc/<pid>/stat after the command name: state, ppid, pgrp, ... (field 3 onwards); None if gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def process_start_ticks(pid: int) -> int | None:
+    """When `pid` started (clock ticks since boot): with the pid, it names one process for good."""
+    stat = process_stat(pid)
+    return int(stat[19]) if stat is not None and stat[0] != "Z" else None
+
+
+def _pids() -> list[int]:
+    return [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
+
+
 def _signal_group(pgid: int, sig: int) -> None:
     try:
         os.killpg(pgid, sig)
     except (ProcessLookupError, PermissionError):
         pass
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

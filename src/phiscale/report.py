@@ -4,7 +4,8 @@ Reads the run schema of docs/ARCHITECTURE.md (tags `model`, `phi`, `*_mult`, `wo
 metrics `model/macs_eval`, `model/params`, `val/top1_best` or `val/top1`, `perf/images_per_s`),
 writes report.md, report.csv and PNG plots to a folder, and logs that folder as the artifacts of
 a run named "report" (tag `phiscale.report=true`) in the same experiment; earlier report runs
-are skipped when reading. Runs still RUNNING are reported with their latest metrics and marked.
+are skipped when reading. Runs still RUNNING are reported with their latest metrics and marked;
+RUNNING runs whose heartbeat stopped are reported as `lost`.
 """
 
 from __future__ import annotations
@@ -38,6 +39,11 @@ MARKDOWN_NAME, CSV_NAME = "report.md", "report.csv"
 PLOT_TOP1_VS_MACS = "top1_vs_macs.png"
 PLOT_TOP1_VS_THROUGHPUT = "top1_vs_images_per_s.png"
 PLOT_MACS_VS_PHI = "macs_vs_phi.png"
+
+
+# What the status cell adds: RUNNING runs show their latest metrics; LOST ones are RUNNING in MLflow
+# but their heartbeat stopped (phiscale.tracking.sync.is_lost).
+STATUS_NOTES = {"RUNNING": " ⏳ (latest metrics)", "LOST": " (no heartbeat: `phiscale-sync --reap`)"}
 
 
 @dataclass
@@ -125,7 +131,8 @@ def row_from_run(run: Any, client: Any, now_ms: int) -> RunRow:
     if r is None and resolution is not None:
         r = resolution / BASE_RESOLUTION
     macs = next((metrics[k] for k in MACS_KEYS if k in metrics), None)
-    end_ms = info.end_time if info.status != "RUNNING" and info.end_time else now_ms
+    status = "LOST" if tracking.is_lost(info.status, tags, info.start_time, now_ms / 1000) else info.status
+    end_ms = info.end_time if status != "RUNNING" and info.end_time else now_ms
     hours = None
     if info.start_time:
         world_size = _int(tags.get("world_size")) or 1
@@ -146,7 +153,7 @@ def row_from_run(run: Any, client: Any, now_ms: int) -> RunRow:
         top1=top1,
         images_per_s=metrics.get(IMAGES_PER_S),
         device_hours=hours,
-        status=info.status,
+        status=status,
     )
 
 
@@ -203,7 +210,7 @@ def write_csv(rows: Sequence[RunRow], path: Path) -> Path:
 
 def table_cells(row: RunRow) -> list[str]:
     """One row of the human table (Markdown), numbers rounded for reading."""
-    status = row.status.lower() + (" ⏳ (latest metrics)" if row.running else "")
+    status = row.status.lower() + STATUS_NOTES.get(row.status, "")
     return [
         row.run_name,
         row.model,

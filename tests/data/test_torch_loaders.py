@@ -1,14 +1,17 @@
-"""The plain PyTorch loader keeps the same contract as the FFCV one (and needs no FFCV)."""
+"""The plain PyTorch loader keeps the same contract as the FFCV one (and needs no FFCV), and names
+what it cannot read."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
 from phiscale.data import BatchLoader, ensure_digits, make_train_loader, make_val_loader
 from phiscale.data.imagefolder import scan_image_folder
 from phiscale.data.torch_loaders import center_crop, random_resized_crop_box
+from phiscale.errors import PhiscaleError
 
 CPU = torch.device("cpu")
 ARGS = dict(loader="torch", mean=[79.0] * 3, std=[88.9] * 3, device=CPU, num_workers=0)
@@ -50,3 +53,26 @@ def test_random_resized_crop_box_stays_inside_and_respects_scale():
 def test_center_crop_keeps_the_middle():
     img = Image.fromarray(np.arange(64 * 48 * 3, dtype=np.uint32).reshape(48, 64, 3).astype(np.uint8))
     assert center_crop(img, 28, 0.875).size == (28, 28)
+
+
+def test_a_beton_or_too_many_classes_are_refused_at_open(tmp_path):
+    with pytest.raises(PhiscaleError, match="data.loader=ffcv"):
+        make_val_loader(tmp_path / "x.beton", batch_size=8, resolution=32, **ARGS)
+    digits = ensure_digits(betons=False)
+    with pytest.raises(PhiscaleError, match=r"10 classes but num_classes=5"):
+        make_val_loader(digits.val_dir, num_classes=5, batch_size=8, resolution=32, **ARGS)
+
+
+def test_an_unreadable_image_is_named(small_folder):
+    broken = small_folder / "class_001" / "img_000.png"
+    broken.write_bytes(b"\x89PNG not really")
+    val = make_val_loader(small_folder, batch_size=16, resolution=16, **ARGS)
+    with pytest.raises(PhiscaleError, match=rf"'{broken}' is not a readable image .*: remove or replace it"):
+        next(iter(val))
+
+
+def test_a_val_loader_keeps_its_resolution(small_folder):
+    val = make_val_loader(small_folder, batch_size=4, resolution=16, **ARGS)
+    with pytest.raises(PhiscaleError, match="set_resolution is for train loaders"):
+        val.set_resolution(24)
+    assert (len(val), val.num_samples) == (4, 16) and next(iter(val))[0].shape[-1] == 16

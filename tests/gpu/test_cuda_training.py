@@ -1,5 +1,4 @@
-"""On a CUDA device: the LightningModule trains in bf16-mixed and in fp32 from the fp16 batches the
-FFCV CUDA loader hands over (pytest mark `gpu`; run on a lent GPU, not in CI)."""
+"""On a CUDA device, the LightningModule trains in bf16-mixed and fp32 from the FFCV CUDA loader's fp16 batches."""
 
 from __future__ import annotations
 

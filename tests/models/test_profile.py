@@ -1,15 +1,13 @@
 """Profiling: MACs of a 3x3 conv and a depthwise-separable pair by hand, memory on meta == on CPU,
-and the CLI table."""
+and which published figures a configuration is compared with."""
 
 from __future__ import annotations
 
-import pytest
 import torch
 from torch import nn
 
-from phiscale.cli.profile import _configs, build_parser, main
-from phiscale.models import PRESET_NAMES, build_model
-from phiscale.models.profile import count_macs, profile_model
+from phiscale.models import build_model
+from phiscale.models.profile import count_macs, profile_model, published_for
 
 
 def test_conv_and_depthwise_separable_macs_match_the_hand_count():
@@ -37,22 +35,13 @@ def test_meta_profile_equals_real_forward():
     assert real.training, "profiling must restore the training flag"
 
 
-def test_cli_defaults_to_every_preset():
-    assert [c["name"] for c in _configs(build_parser().parse_args([]))] == list(PRESET_NAMES)
-
-
-def test_cli_prints_a_markdown_table(capsys):
-    assert main(["--format", "markdown", "--model", "mobilenet_v2", "efficientnet_b0"]) == 0
-    lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0].startswith("| model") and "published MACs" in lines[0] and "MACs Δ" in lines[0]
-    assert lines[1].startswith("|:--")
-    assert lines[2].split("|")[1].strip() == "mobilenet_v2" and "3,504,872" in lines[2]
-    assert "5,288,548" in lines[3] and "+0.00%" in lines[3]
-
-
-def test_cli_reports_bad_input_in_one_line(capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(["--model", "efficientnet", "--phi", "-1"])
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].endswith("(phi=0 is EfficientNet-B0; try phi=1)") and "error: phi=-1.0" in err[-1]
+def test_published_figures_only_for_the_exact_configuration():
+    b0 = published_for("efficientnet_b0", resolution=224)
+    assert (b0.params, b0.macs) == (5_288_548, 390_000_000) and "arXiv:1905.11946" in b0.source
+    assert published_for("efficientnet", phi=0.0) == b0, "the formula at phi=0 is B0"
+    assert published_for("efficientnet", phi=1.0) is None, "no paper printed phi=1 of the formula"
+    assert published_for("mobilenet_v1", width_mult=0.5).macs == 149_000_000  # Table 6
+    assert published_for("mobilenet_v1", resolution=160).macs == 290_000_000  # Table 7
+    assert published_for("mobilenet_v2", width_mult=0.5) is None
+    assert published_for("mobilenet_v2", depth_mult=1.5) is None
+    assert published_for("efficientnet_b0", num_classes=10) is None, "the figures are for 1000 classes"

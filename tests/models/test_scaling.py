@@ -89,7 +89,8 @@ def test_run_names_of_other_coefficients_carry_them():
     assert run_name("efficientnet", phi=1, alpha=1.3, beta=1.1, gamma=1.1) == "efficientnet-phi1-a1.3-b1.1-g1.1"
 
 
-def test_the_scaling_facts_import_no_torch():
-    code = "import sys, phiscale.models.scaling; assert 'torch' not in sys.modules, 'torch imported'"
+def test_the_scaling_facts_model_names_and_configs_import_no_torch():
+    code = ("import sys, phiscale.models.scaling, phiscale.config as c; c.register_model_configs(); "
+            "from phiscale.models import MODEL_NAMES; assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
 

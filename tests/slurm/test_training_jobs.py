@@ -195,7 +195,7 @@ def test_time_limit_signal_requeues_and_resumes_into_one_run(slurm, tmp_path):
     assert record["JobState"] == "COMPLETED", f"job {job} ended {record['JobState']}:\n{out[-4000:]}"
     assert record.get("Restarts") == "1", f"expected exactly one requeue, Restarts={record.get('Restarts')}"
     assert "requeued SLURM job" in out, f"no `scontrol requeue` after USR1:\n{out[-4000:]}"
-    assert re.search(r"resuming MLflow run \w+ from \S+last\.ckpt \(restart 1\)", out), (
+    assert re.search(r"resuming \w+ from \S+last\.ckpt \(restart 1\)", out), (
         f"the requeued job did not resume from last.ckpt:\n{out[-4000:]}"
     )
 

@@ -16,6 +16,7 @@ import lightning.pytorch as L
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
+from support.runs import metric_points, wait_for
 
 from phiscale.config import compose_config
 from phiscale.train.run import run_training
@@ -49,7 +50,12 @@ def test_sigkill_then_resume_continues_the_same_run(fast_overrides, tmp_path):
 
     proc = subprocess.Popen([TRAIN, *overrides], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        wait_for_checkpoint(ckpt, proc)  # step 4 of 30: the kill lands mid-training at any speed
+        wait_for_checkpoint(ckpt, proc)  # step 4 of 30
+        ckpt_step = torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"]
+        # Kill once training has journaled steps past the checkpoint: those stay in the run's history,
+        # and the resumed run must not log them twice.
+        wait_for(lambda: any(step > ckpt_step for step, _ in metric_points(ckpt.parent.parent)), 300,
+                 "train/loss journaled past the checkpoint")
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.wait()

@@ -13,7 +13,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="phiscale-eval",
         description="Evaluate a phiscale checkpoint (top-1, top-5, loss) on a validation set and log the "
-        "result to MLflow: into the checkpoint's own run when its mlflow_run.json is beside it, else a new run.",
+        "result to MLflow: into the checkpoint's own run (its output dir's tracking/run.json), else a new run.",
     )
     parser.add_argument("checkpoint", type=Path, help="a .ckpt written by phiscale-train (best.ckpt, last.ckpt)")
     parser.add_argument("--val-path", help="val .beton (ffcv) or ImageFolder dir (torch); default: the run's own")
@@ -63,7 +63,13 @@ def main(argv: list[str] | None = None) -> None:
 
     from phiscale.data import dataset_sources, make_val_loader
     from phiscale.models import build_model
-    from phiscale.tracking import RunRecord, check_reachable, log_evaluation, normalize_tracking_uri
+    from phiscale.tracking import (
+        RunRecord,
+        check_reachable,
+        log_evaluation,
+        normalize_tracking_uri,
+        tracking_dir,
+    )
     from phiscale.train.plan import dataset_resolution, model_kwargs
 
     ckpt = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
@@ -95,7 +101,9 @@ def main(argv: list[str] | None = None) -> None:
           f"loss {metrics['eval/loss']:.4f}  ({int(metrics['eval/images'])} images at {resolution} px)")
     if args.no_log:
         return
-    record = RunRecord.load(args.checkpoint.parent)
+    record = RunRecord.load(tracking_dir(args.checkpoint.resolve().parent.parent))
+    if record is not None and record.run_id is None:
+        record = None  # its run is not in MLflow yet (offline, or phiscale-sync pending): a new run
     uri = normalize_tracking_uri(args.tracking_uri or (record.tracking_uri if record else config["tracking"]["uri"]))
     check_reachable(uri, float(config["tracking"].get("connect_timeout_s", 10)))
     tags = {"eval_checkpoint": str(args.checkpoint.resolve()), "eval_weights": "ema" if args.ema else "model"}

@@ -39,7 +39,7 @@ class BatchLoader(Protocol):
 
 def check_loader_args(
     *, batch_size: int, num_workers: int, resolution: int, mean: Sequence[float], std: Sequence[float],
-    order: str = "random", crop_ratio: float = DEFAULT_CROP_RATIO,
+    order: str = "random", crop_ratio: float = DEFAULT_CROP_RATIO, min_crop_scale: float = 0.08,
 ) -> None:
     """Reject values that would otherwise fail deep inside FFCV, numba or a DataLoader worker."""
     if int(batch_size) < 1:
@@ -60,6 +60,8 @@ def check_loader_args(
         )
     if order not in ORDERS:
         raise PhiscaleError(f"data.order={order!r} is not one of {', '.join(ORDERS)}")
+    if not 0.0 < float(min_crop_scale) <= 1.0:
+        raise PhiscaleError(f"data.min_crop_scale={min_crop_scale} must be in (0, 1]; ImageNet uses 0.08")
     if not 0.0 < crop_ratio <= 1.0:
         raise PhiscaleError(f"data.crop_ratio={crop_ratio} must be in (0, 1], e.g. 0.875 (224/256)")
 

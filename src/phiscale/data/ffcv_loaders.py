@@ -2,9 +2,9 @@
 functions below. Importing this module imports ffcv (seconds): `phiscale.data` only does it on demand.
 
 Device-specific order (ffcv 1.0.2):
-- CUDA: decode -> flip -> ToTensor -> ToDevice -> ToTorchImage, then normalise on the GPU to fp16
+- CUDA: decode + crop + flip (seeded: phiscale.data.ffcv_seeded) -> ToTensor -> ToDevice -> ToTorchImage, then normalise on the GPU to fp16
   (uint8 crosses PCIe; ffcv's own GPU NormalizeImage needs cupy, so phiscale normalises in torch).
-- CPU: decode -> flip -> NormalizeImage(float32) -> ToTensor -> ToDevice(torch.device) -> ToTorchImage;
+- CPU: decode + crop + flip -> NormalizeImage(float32) -> ToTensor -> ToDevice(torch.device) -> ToTorchImage;
   the CUDA order makes `Loader()` spin forever on CPU (ffcv issue 396).
 """
 
@@ -29,9 +29,11 @@ from phiscale.errors import PhiscaleError
 
 ffcv = import_ffcv()
 from ffcv.fields.basics import IntDecoder  # noqa: E402
-from ffcv.fields.rgb_image import CenterCropRGBImageDecoder, RandomResizedCropRGBImageDecoder  # noqa: E402
+from ffcv.fields.rgb_image import CenterCropRGBImageDecoder  # noqa: E402
 from ffcv.loader import Loader, OrderOption  # noqa: E402
-from ffcv.transforms import NormalizeImage, RandomHorizontalFlip, Squeeze, ToDevice, ToTensor, ToTorchImage  # noqa: E402
+from ffcv.transforms import NormalizeImage, Squeeze, ToDevice, ToTensor, ToTorchImage  # noqa: E402
+
+from phiscale.data.ffcv_seeded import SeededRandomResizedCropFlip  # noqa: E402
 
 ORDERS = {"random": OrderOption.RANDOM, "quasi_random": OrderOption.QUASI_RANDOM}
 # Inception-style crop (Szegedy et al. 2015), as torchvision's RandomResizedCrop defaults.
@@ -42,18 +44,19 @@ def create_train_loader(
     path: str | Path, *, batch_size: int, num_workers: int, resolution: int, mean: Sequence[float],
     std: Sequence[float], device: torch.device, distributed: bool = False, seed: int = 0,
     order: str = "random", os_cache: bool = True, batches_ahead: int = 3, num_classes: int | None = None,
-    min_crop_scale: float = CROP_SCALE[0],
+    min_crop_scale: float = CROP_SCALE[0], normalize: bool = True,
 ) -> FfcvBatchLoader:
-    """Random-resized-crop + flip + normalise, in a fresh random order each epoch; drops the last
-    partial batch; with `distributed`, FFCV's DistributedSampler-style split (padded to equal ranks)."""
+    """Random-resized-crop + flip + normalise (or uint8 images when not `normalize`: batch
+    augmentation comes next), in a fresh random order each epoch; drops the last partial batch; with
+    `distributed`, FFCV's DistributedSampler-style split (padded to equal ranks)."""
     info = check_beton(path, num_classes=num_classes)
     if distributed and order == "quasi_random":
         raise PhiscaleError("data.order=quasi_random is not implemented by FFCV with distributed=True: "
                             "use data.order=random for multi-device runs")
     rank, world = rank_and_world_size(distributed)
-    decoder = RandomResizedCropRGBImageDecoder((resolution, resolution), scale=(float(min_crop_scale), 1.0),
-                                               ratio=CROP_RATIO)
-    image_pipeline = [decoder, RandomHorizontalFlip(), *_to_torch_image(device, mean, std)]
+    decoder = SeededRandomResizedCropFlip((resolution, resolution), scale=(float(min_crop_scale), 1.0),
+                                          ratio=CROP_RATIO, seed=seed)
+    image_pipeline = [decoder, *_to_torch_image(device, mean, std, normalize)]
     label_pipeline = [IntDecoder(), ToTensor(), Squeeze(1), ToDevice(device, non_blocking=True)]
     threads = torch.get_num_threads()
     loader = Loader(
@@ -63,7 +66,8 @@ def create_train_loader(
     )
     torch.set_num_threads(threads)
     per_rank = -(-info.num_samples // world) if distributed else info.num_samples
-    return FfcvBatchLoader(loader, info, per_rank, device, mean, std, decoder=decoder, train=True)
+    return FfcvBatchLoader(loader, info, per_rank, device, mean, std, decoder=decoder, train=True,
+                           normalize=normalize)
 
 
 def create_val_loader(
@@ -89,10 +93,12 @@ def create_val_loader(
     return FfcvBatchLoader(loader, info, len(indices), device, mean, std, decoder=decoder, train=False)
 
 
-def _to_torch_image(device: torch.device, mean: Sequence[float], std: Sequence[float]) -> list:
+def _to_torch_image(device: torch.device, mean: Sequence[float], std: Sequence[float], normalize: bool = True) -> list:
     """The pipeline tail from decoded uint8 HWC crops to torch images on `device`."""
     if device.type == "cuda":
         return [ToTensor(), ToDevice(device, non_blocking=True), ToTorchImage()]  # normalised by FfcvBatchLoader
+    if not normalize:  # uint8 on the CPU (no ToDevice: ffcv issue 396's spin needs it there)
+        return [ToTensor(), ToTorchImage()]
     return [NormalizeImage(np.array(mean), np.array(std), np.float32), ToTensor(), ToDevice(device),
             ToTorchImage()]
 
@@ -108,10 +114,11 @@ class FfcvBatchLoader:
     """An ffcv Loader as a `BatchLoader`: epoch control, resolution changes, torch's thread count kept."""
 
     def __init__(self, loader: Loader, info: BetonInfo, num_samples: int, device: torch.device,
-                 mean: Sequence[float], std: Sequence[float], *, decoder, train: bool):
+                 mean: Sequence[float], std: Sequence[float], *, decoder, train: bool, normalize: bool = True):
         self.loader, self.info, self.num_samples, self.device = loader, info, num_samples, device
         self._decoder, self._train = decoder, train  # the decoder's output size is the resolution
-        self._normalize = Normalize(mean, std, device, CUDA_IMAGE_DTYPE) if device.type == "cuda" else None
+        on_gpu = normalize and device.type == "cuda"
+        self._normalize = Normalize(mean, std, device, CUDA_IMAGE_DTYPE) if on_gpu else None
 
     def __len__(self) -> int:
         return len(self.loader)

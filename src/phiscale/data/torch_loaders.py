@@ -100,12 +100,12 @@ class TorchBatchLoader:
 
     def __init__(self, dataset: ImageFolderSamples, order_fn, *, batch_size: int, num_workers: int,
                  device: torch.device, mean: Sequence[float], std: Sequence[float], drop_last: bool,
-                 batches_ahead: int, num_samples: int):
+                 batches_ahead: int, num_samples: int, normalize: bool = True):
         self.dataset, self._order_fn, self.device = dataset, order_fn, device
         self.batch_size, self.num_workers, self.drop_last = batch_size, num_workers, drop_last
         self.batches_ahead, self.num_samples, self.next_epoch = batches_ahead, num_samples, 0
         dtype = CUDA_IMAGE_DTYPE if device.type == "cuda" else torch.float32
-        self._normalize = Normalize(mean, std, device, dtype)
+        self._normalize = Normalize(mean, std, device, dtype) if normalize else None
 
     def __len__(self) -> int:
         return self.num_samples // self.batch_size if self.drop_last else -(-self.num_samples // self.batch_size)
@@ -128,7 +128,8 @@ class TorchBatchLoader:
         )
         for images, labels in loader:
             images = images.to(self.device, non_blocking=True).permute(0, 3, 1, 2)  # NHWC = channels_last
-            yield self._normalize(images), labels.to(self.device, non_blocking=True)
+            images = self._normalize(images) if self._normalize else images
+            yield images, labels.to(self.device, non_blocking=True)
 
 
 def _open(source: str | Path, num_classes: int | None) -> ImageFolderIndex:
@@ -147,7 +148,7 @@ def create_train_loader(
     source: str | Path, *, batch_size: int, num_workers: int, resolution: int, mean: Sequence[float],
     std: Sequence[float], device: torch.device, distributed: bool = False, seed: int = 0,
     order: str = "random", os_cache: bool = True, batches_ahead: int = 3, num_classes: int | None = None,
-    min_crop_scale: float = CROP_SCALE[0],
+    min_crop_scale: float = CROP_SCALE[0], normalize: bool = True,
 ) -> TorchBatchLoader:
     """Random-resized-crop + flip, a seeded permutation per epoch (seed + epoch, as FFCV), padded and
     split across ranks like DistributedSampler; drops the last partial batch. `order` and `os_cache`
@@ -165,7 +166,8 @@ def create_train_loader(
     dataset = ImageFolderSamples(index, train=True, resolution=resolution, crop_ratio=1.0, seed=seed,
                                  min_crop_scale=min_crop_scale)
     return TorchBatchLoader(dataset, order_fn, batch_size=batch_size, num_workers=num_workers, device=device,
-                            mean=mean, std=std, drop_last=True, batches_ahead=batches_ahead, num_samples=per_rank)
+                            mean=mean, std=std, drop_last=True, batches_ahead=batches_ahead, num_samples=per_rank,
+                            normalize=normalize)
 
 
 def create_val_loader(

@@ -1,7 +1,8 @@
 """MobileNet v1/v2/v3 and EfficientNet B0–B7 from one row language, plus compound scaling for any φ.
 
-`phiscale.models.scaling` (the scaling facts) imports no torch; the builder is loaded on first use
-of a name below, so `import phiscale.models.scaling` stays light for sweeps and the report.
+`phiscale.models.scaling` (the scaling facts) and `phiscale.models.specs` (the architecture tables
+and model names) import no torch; the builder is loaded on first use of a name below, so configs,
+sweeps and the report stay light.
 """
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "MODEL_NAMES": "phiscale.models.build",
-    "PRESET_NAMES": "phiscale.models.build",
+    "MODEL_NAMES": "phiscale.models.specs",
+    "PRESET_NAMES": "phiscale.models.specs",
     "ModelScale": "phiscale.models.build",
     "build_model": "phiscale.models.build",
     "resolve_scale": "phiscale.models.build",

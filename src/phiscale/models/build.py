@@ -29,17 +29,7 @@ from phiscale.models.scaling import (
     run_name,
     scaled_resolution,
 )
-from phiscale.models.specs import ARCHITECTURES, EFFICIENTNET_PRESETS, ArchSpec
-
-MODEL_NAMES: tuple[str, ...] = (
-    "mobilenet_v1",
-    "mobilenet_v2",
-    "mobilenet_v3_large",
-    "mobilenet_v3_small",
-    *EFFICIENTNET_PRESETS,
-    "efficientnet",
-)
-PRESET_NAMES: tuple[str, ...] = MODEL_NAMES[:-1]  # every name with a fixed published shape
+from phiscale.models.specs import ARCHITECTURES, EFFICIENTNET_PRESETS, MODEL_NAMES, ArchSpec
 
 
 @dataclass(frozen=True)

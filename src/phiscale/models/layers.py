@@ -8,16 +8,16 @@ gate, and drop path (stochastic depth). Convolutions carry no bias: a BatchNorm 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from phiscale.errors import PhiscaleError
-from phiscale.models.scaling import make_divisible
+from phiscale.models.specs import ACTIVATION_NAMES, NormConfig, SEConfig
 
 # In-place where the op allows it (as torchvision does): the activation overwrites the BN output,
-# which autograd does not need, so training keeps one tensor fewer per layer.
+# which autograd does not need, so training keeps one tensor fewer per layer. The names are the
+# spec language's (specs.ACTIVATION_NAMES).
 _ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": lambda: nn.ReLU(inplace=True),
     "relu6": lambda: nn.ReLU6(inplace=True),
@@ -26,7 +26,7 @@ _ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "sigmoid": nn.Sigmoid,
     "hsigmoid": nn.Hardsigmoid,  # relu6(x + 3) / 6, MobileNetV3's SE gate
 }
-ACTIVATION_NAMES = tuple(_ACTIVATIONS)
+assert set(_ACTIVATIONS) == set(ACTIVATION_NAMES), "every activation of the spec language has a module"
 
 
 def make_activation(name: str | None) -> nn.Module:
@@ -38,35 +38,9 @@ def make_activation(name: str | None) -> nn.Module:
     return _ACTIVATIONS[name]()
 
 
-@dataclass(frozen=True)
-class NormConfig:
-    """BatchNorm settings of one family, in PyTorch's convention (momentum = 1 - TF's decay)."""
-
-    eps: float = 1e-5
-    momentum: float = 0.1
-
-    def __call__(self, channels: int) -> nn.BatchNorm2d:
-        return nn.BatchNorm2d(channels, eps=self.eps, momentum=self.momentum)
-
-
-@dataclass(frozen=True)
-class SEConfig:
-    """How a family sizes and gates its squeeze-and-excitation.
-
-    squeeze_of: "input" -> max(1, int(block_in · ratio)) (EfficientNet, MBConv reference);
-                "expanded" -> make_divisible(expanded · ratio, divisor) (MobileNetV3).
-    """
-
-    squeeze_of: str = "input"
-    divisor: int | None = None
-    act: str = "silu"
-    gate: str = "sigmoid"
-
-    def squeeze_channels(self, block_in: int, expanded: int, ratio: float) -> int:
-        base = block_in if self.squeeze_of == "input" else expanded
-        if self.divisor is None:
-            return max(1, int(base * ratio))
-        return make_divisible(base * ratio, self.divisor)
+def batch_norm(norm: NormConfig, channels: int) -> nn.BatchNorm2d:
+    """A family's BatchNorm (its eps and momentum, PyTorch's convention) over `channels`."""
+    return nn.BatchNorm2d(channels, eps=norm.eps, momentum=norm.momentum)
 
 
 class ConvBNAct(nn.Sequential):
@@ -86,7 +60,7 @@ class ConvBNAct(nn.Sequential):
         super().__init__(
             nn.Conv2d(in_channels, out_channels, kernel_size, stride, (kernel_size - 1) // 2, groups=groups,
                       bias=False),
-            norm(out_channels),
+            batch_norm(norm, out_channels),
             make_activation(act),
         )
         self.out_channels = out_channels

@@ -24,7 +24,40 @@ import re
 from dataclasses import dataclass
 
 from phiscale.errors import PhiscaleError
-from phiscale.models.layers import ACTIVATION_NAMES, NormConfig, SEConfig
+from phiscale.models.scaling import make_divisible
+
+# The activations a row may name (phiscale.models.layers builds them).
+ACTIVATION_NAMES = ("relu", "relu6", "hswish", "silu", "sigmoid", "hsigmoid")
+
+
+@dataclass(frozen=True)
+class NormConfig:
+    """BatchNorm settings of one family, in PyTorch's convention (momentum = 1 - TF's decay)."""
+
+    eps: float = 1e-5
+    momentum: float = 0.1
+
+
+@dataclass(frozen=True)
+class SEConfig:
+    """How a family sizes and gates its squeeze-and-excitation.
+
+    squeeze_of: "input" -> max(1, int(block_in · ratio)) (EfficientNet, MBConv reference);
+                "expanded" -> make_divisible(expanded · ratio, divisor) (MobileNetV3).
+    """
+
+    squeeze_of: str = "input"
+    divisor: int | None = None
+    act: str = "silu"
+    gate: str = "sigmoid"
+
+    def squeeze_channels(self, block_in: int, expanded: int, ratio: float) -> int:
+        base = block_in if self.squeeze_of == "input" else expanded
+        if self.divisor is None:
+            return max(1, int(base * ratio))
+        return make_divisible(base * ratio, self.divisor)
+
+
 
 _TOKEN = re.compile(r"^(r|k|s|c|e|x|se)(\d+(?:\.\d+)?)$")
 _KINDS = ("cn", "ds", "ir")
@@ -254,3 +287,13 @@ ARCHITECTURES: dict[str, ArchSpec] = {
     **dict.fromkeys(EFFICIENTNET_PRESETS, EFFICIENTNET),
     "efficientnet": EFFICIENTNET,
 }
+
+MODEL_NAMES: tuple[str, ...] = (
+    "mobilenet_v1",
+    "mobilenet_v2",
+    "mobilenet_v3_large",
+    "mobilenet_v3_small",
+    *EFFICIENTNET_PRESETS,
+    "efficientnet",
+)
+PRESET_NAMES: tuple[str, ...] = MODEL_NAMES[:-1]  # every name with a fixed published shape

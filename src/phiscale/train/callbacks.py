@@ -13,7 +13,6 @@ import lightning.pytorch as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
-from phiscale.train.module import NonFiniteLoss
 from phiscale.train.plan import LAST
 
 
@@ -84,8 +83,10 @@ class ThroughputMonitor(L.Callback):
 class LastCheckpoint(L.Callback):
     """`last.ckpt` every N optimizer steps and at every epoch end (after validation).
 
-    Lightning writes checkpoints atomically; the MLflow buffer is flushed first, so every
-    metric up to the checkpoint is in the run before the checkpoint exists.
+    Lightning writes checkpoints atomically; the run's journal is fsynced first, so every metric
+    the checkpoint covers is on disk before the checkpoint exists. (Lightning hands the last step's
+    own metrics to the logger just after this hook; the run's logger fsyncs again once it has them,
+    see `tracking.RunLogger.flush`.)
     """
 
     def __init__(self, ckpt_dir: Path, every_n_steps: int) -> None:
@@ -96,6 +97,9 @@ class LastCheckpoint(L.Callback):
     def save(self, trainer) -> None:
         if trainer.global_step == self._saved_at:
             return
+        guard = getattr(trainer.lightning_module, "raise_if_nonfinite", None)
+        if guard is not None:
+            guard()  # never checkpoint weights a NaN/inf step has touched
         for logger in trainer.loggers:
             getattr(logger, "flush", logger.save)()
         trainer.save_checkpoint(self.path, weights_only=False)
@@ -108,19 +112,14 @@ class LastCheckpoint(L.Callback):
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self.save(trainer)
 
-    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
-        if isinstance(exception, NonFiniteLoss):
-            # The optimizer has not stepped on the bad loss: these weights are the last good ones.
-            path = self.path.with_name(f"nonfinite-step{trainer.global_step}.ckpt")
-            trainer.save_checkpoint(path, weights_only=False)
-            rank_zero_info(f"phiscale: saved {path}")
-
-
 class SignalCheckpoint(L.Callback):
     """SIGUSR1 / SIGTERM: save `last.ckpt`, stop cleanly, and (on SLURM, for SIGUSR1) requeue.
 
-    Our handlers replace Lightning's at train start. All ranks agree on stopping at the same
-    step, so the checkpoint is collective-safe under DDP and DeepSpeed.
+    The handlers are in place from the moment the Trainer is built (a signal during model or data
+    set-up stops the run at its first step) and replace Lightning's at train start. All ranks agree
+    on stopping at the same step, so the checkpoint is collective-safe under DDP and DeepSpeed.
+    The part-epoch the signal interrupts is not validated: its score is no epoch result and must
+    never replace best.ckpt (the best checkpoint is only written after a validation).
     """
 
     SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
@@ -130,17 +129,31 @@ class SignalCheckpoint(L.Callback):
         self.requeue_on_slurm = requeue_on_slurm
         self.received: int | None = None
         self.stopped_by_signal = False
+        self._previous = {sig: signal.getsignal(sig) for sig in self.SIGNALS}
+        self._install()
 
     def _handler(self, signum, frame) -> None:
         self.received = signum
 
-    def on_train_start(self, trainer, pl_module) -> None:
+    def _install(self) -> None:
         for sig in self.SIGNALS:
             signal.signal(sig, self._handler)
+
+    def restore(self) -> None:
+        """Put back the handlers that were there before this run (for the next run in the process)."""
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._install()  # Lightning registered its own at fit start
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         stop = self.received is not None
         if trainer.world_size > 1:
+            # Agreeing is a collective (a device sync on GPUs): once per logging interval, not per step;
+            # SLURM's warning comes minutes ahead, so a few steps' delay costs nothing.
+            if trainer.global_step % max(1, trainer.log_every_n_steps):
+                return
             stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
         if not stop:
             return
@@ -148,6 +161,7 @@ class SignalCheckpoint(L.Callback):
         rank_zero_info(f"phiscale: received {name} at step {trainer.global_step}: saving {self.last.path}")
         self.last.save(trainer)
         self.stopped_by_signal = True
+        trainer.limit_val_batches = 0  # no validation of the interrupted part-epoch
         trainer.should_stop = True
 
     @property
@@ -206,13 +220,42 @@ class ShareRunId(L.Callback):
                   flush=True)
 
 
-class ResumeSkip(L.Callback):
-    """On a mid-epoch resume, skip the batches of the current epoch the checkpoint already saw,
-    so the resumed run sees the same batches as an uninterrupted one."""
+class ProgressLines(L.Callback):
+    """One plain line per logging interval (epoch, step/total, loss, images/s, ETA) instead of a
+    redrawn progress bar: what a SLURM .out file or any non-terminal stdout can show."""
 
-    def on_train_epoch_start(self, trainer, pl_module) -> None:
-        epoch_loop = trainer.fit_loop.epoch_loop
-        done = epoch_loop.batch_progress.current.completed
-        loader = getattr(trainer.datamodule, "train_loader", None)
-        if epoch_loop.restarting and 0 < done < trainer.num_training_batches and loader is not None:
-            loader.skip_batches = done
+    def __init__(self, every_n_steps: int, print_fn=print) -> None:
+        self.every = max(1, every_n_steps)
+        self.print = print_fn
+        self._start: tuple[float, int] | None = None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if not trainer.is_global_zero:
+            return
+        step, now = trainer.global_step, time.perf_counter()
+        if self._start is None:
+            self._start = (now, step)
+            return
+        if step % self.every:
+            return
+        total = trainer.estimated_stepping_batches if trainer.max_steps == -1 else trainer.max_steps
+        done_here = step - self._start[1]
+        per_step = (now - self._start[0]) / max(done_here, 1)
+        metrics = trainer.callback_metrics
+        parts = [f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}", f"step {step}/{int(total)}"]
+        if "train/loss" in metrics:
+            parts.append(f"loss {float(metrics['train/loss']):.4f}")
+        if "perf/images_per_s" in metrics:
+            parts.append(f"{float(metrics['perf/images_per_s']):.0f} images/s")
+        parts.append(f"eta {format_duration(per_step * max(0, total - step))}")
+        self.print("phiscale: " + ", ".join(parts), flush=True)
+
+
+def format_duration(seconds: float) -> str:
+    """`3h02m`, `12m05s`, `42s`."""
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"

@@ -8,7 +8,7 @@ the checkpoint already trained on, giving the same order as an uninterrupted run
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import lightning.pytorch as L
@@ -16,18 +16,36 @@ import torch
 
 
 class ResumableLoader:
-    """Wraps a BatchLoader: exposes `sampler.set_epoch` for Lightning, skips batches on resume."""
+    """Wraps a BatchLoader for Lightning: `sampler.set_epoch` each epoch, and a stateful loader
+    (Lightning saves its `state_dict` in every checkpoint and hands it back on resume), so a
+    mid-epoch resume skips the batches the checkpoint already trained on, at the epoch's resolution.
 
-    def __init__(self, loader: Any) -> None:
+    `batches_done()` is how many batches of the current epoch the training loop has processed
+    (the DataModule points it at Lightning's progress counter).
+    """
+
+    def __init__(self, loader: Any, batches_done: Callable[[], int] = lambda: 0) -> None:
         self.loader = loader
         self.sampler = self  # Lightning calls `dataloader.sampler.set_epoch(epoch)` each epoch
+        self.batches_done = batches_done
         self.skip_batches = 0
+        self.resolution: int | None = None  # set by progressive resizing
 
     def set_epoch(self, epoch: int) -> None:
         self.loader.set_epoch(epoch)
 
     def set_resolution(self, resolution: int) -> None:
+        self.resolution = int(resolution)
         self.loader.set_resolution(resolution)
+
+    def state_dict(self) -> dict[str, int | None]:
+        done = self.batches_done()
+        return {"batches_done": done if done < len(self) else 0, "resolution": self.resolution}
+
+    def load_state_dict(self, state: dict[str, int | None]) -> None:
+        self.skip_batches = int(state.get("batches_done") or 0)
+        if state.get("resolution"):
+            self.set_resolution(int(state["resolution"]))
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -49,12 +67,14 @@ class ImageDataModule(L.LightningDataModule):
         train_resolution: int,
         eval_resolution: int,
         seed: int = 0,
+        uint8_train: bool = False,
     ) -> None:
         super().__init__()
         self.data_cfg = dict(data_cfg)
         self.train_resolution = train_resolution
         self.eval_resolution = eval_resolution
         self.seed = seed
+        self.uint8_train = uint8_train  # batch augmentation follows: the module normalises
         self.train_loader: ResumableLoader | None = None
         self.val_loader: Any = None
 
@@ -82,12 +102,14 @@ class ImageDataModule(L.LightningDataModule):
         common = self._common()
         if stage == "fit" and self.train_loader is None:
             self.train_loader = ResumableLoader(
-                make_train_loader(
+                batches_done=self._batches_done,
+                loader=make_train_loader(
                     train_source,
                     resolution=self.train_resolution,
                     seed=self.seed,
                     order=self.data_cfg.get("order", "random"),
                     min_crop_scale=float(self.data_cfg.get("min_crop_scale", 0.08)),
+                    normalize=not self.uint8_train,
                     **common,
                 )
             )
@@ -98,6 +120,11 @@ class ImageDataModule(L.LightningDataModule):
                 crop_ratio=float(self.data_cfg["crop_ratio"]),
                 **common,
             )
+
+    def _batches_done(self) -> int:
+        # Lightning counts a batch processed once its step ran; a checkpoint taken at a batch's
+        # start or end then resumes with exactly the batches not yet trained on.
+        return self.trainer.fit_loop.epoch_loop.batch_progress.current.processed if self.trainer else 0
 
     def train_dataloader(self):
         return self.train_loader

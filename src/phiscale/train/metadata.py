@@ -6,8 +6,10 @@ finished Trainer.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +105,59 @@ def best_checkpoint_artifact(best_path: str, tracking_cfg) -> Path | None:
     note = path.with_name("best_path.txt")
     note.write_text(str(path.resolve()) + "\n")
     return note
+
+
+def dataset_inputs(data_cfg: Mapping[str, Any]) -> list[tuple[dict[str, Any], dict[str, str]]]:
+    """The run's datasets as MLflow inputs (the runs table's Dataset column): for each split its
+    name, a digest of its content (labels in file order and the file's size for a .beton; relative
+    paths and labels for an ImageFolder), its source and size, and the split as the context tag."""
+    from phiscale.data import dataset_sources
+    from phiscale.data.beton_file import check_beton
+    from phiscale.data.imagefolder import scan_image_folder
+
+    inputs = []
+    for split, source in zip(("training", "validation"), dataset_sources(data_cfg), strict=True):
+        digest = hashlib.sha256()
+        if data_cfg["loader"] == "ffcv":
+            info = check_beton(source)
+            digest.update(info.labels.tobytes())
+            digest.update(str(Path(source).stat().st_size).encode())
+            count, classes = info.num_samples, info.num_classes_seen
+        else:
+            index = scan_image_folder(source)
+            for path, label in index.samples:
+                digest.update(f"{path.relative_to(index.root)}\t{label}\n".encode())
+            count, classes = len(index), len(index.classes)
+        dataset = {
+            "name": f"{data_cfg['name']}-{'train' if split == 'training' else 'val'}",
+            "digest": digest.hexdigest()[:16],
+            "source_type": "local",
+            "source": json.dumps({"uri": str(Path(source).resolve())}),
+            "schema": json.dumps({"image": f"{data_cfg['loader']} {'.beton' if data_cfg['loader'] == 'ffcv' else 'ImageFolder'}",
+                                  "label": "int64"}),
+            "profile": json.dumps({"num_samples": count, "num_classes": classes}),
+        }
+        inputs.append((dataset, {"mlflow.data.context": split}))
+    return inputs
+
+
+def note(plan: RunPlan, data_name: str) -> str:
+    """The run's description on its MLflow page: what it trains, and where (the SLURM job)."""
+    from phiscale.slurm import slurm_env
+
+    job = slurm_env()
+    where = f"; SLURM job {job.run_key} ({job.nnodes} node(s))" if job is not None else ""
+    return f"phiscale: {describe(plan, data_name)}, world size {plan.world_size}{where}."
+
+
+def determinism(plan: RunPlan) -> str:
+    """What trainer.deterministic=true guarantees on this run's device, in one line."""
+    from phiscale.train.seeding import CUDA_NONDETERMINISTIC
+
+    if plan.accelerator == "gpu":
+        return (f"deterministic kernels where CUDA has them (cuDNN, cuBLAS); still nondeterministic on this "
+                f"device: {CUDA_NONDETERMINISTIC}; PyTorch warns when one runs")
+    return "deterministic: every op on CPU is; the same seed and config give the same run"
 
 
 def describe(plan: RunPlan, data_name: str) -> str:

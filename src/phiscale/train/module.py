@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-import random
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import lightning.pytorch as L
-import numpy as np
 import torch
 from torch import nn
 
 from phiscale.errors import PhiscaleError
 from phiscale.train.ema import ModelEma
 from phiscale.train.optim import build_lr_schedule, build_optimizer
+from phiscale.train.seeding import gather_rank_states, restore_rank_states
 
 
 class NonFiniteLoss(PhiscaleError):
-    """The loss became NaN or inf: training stops with a checkpoint (see NonFiniteLossGuard)."""
+    """The loss became NaN or inf: training stops; last.ckpt (never written after it) is the last good state."""
 
 
 def topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> list[torch.Tensor]:
@@ -33,7 +33,10 @@ class ImageClassifier(L.LightningModule):
 
     `optim_cfg` is the resolved `optim` config group; `global_batch_size` drives the LR scaling rule.
     `run_config` (the whole resolved config) is stored in the checkpoint so `phiscale-eval` and
-    `phiscale-export` can rebuild the model from the checkpoint alone.
+    `phiscale-export` can rebuild the model from the checkpoint alone. With `augment` (a
+    phiscale.augment.BatchAugment) the train loader hands over uint8 batches, which are augmented
+    and then normalised with `mean`/`std` on the device, for training steps only; mixup/CutMix
+    targets are soft and the loss reads them as such.
     """
 
     def __init__(
@@ -45,9 +48,15 @@ class ImageClassifier(L.LightningModule):
         channels_last: bool = True,
         compile_model: bool = False,
         run_config: Mapping[str, Any] | None = None,
+        augment: Any = None,
+        mean: Sequence[float] = (0.0, 0.0, 0.0),
+        std: Sequence[float] = (1.0, 1.0, 1.0),
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["model"])
+        self.save_hyperparameters(ignore=["model", "augment"])
+        self.augment = augment if augment is not None and augment.active else None
+        self._mean, self._std = list(mean), list(std)
+        self._normalize = None  # built on the first batch's device
         self.model = model
         self.optim_cfg = dict(optim_cfg)
         self.global_batch_size = global_batch_size
@@ -71,10 +80,27 @@ class ImageClassifier(L.LightningModule):
         return images
 
     # -- training ------------------------------------------------------------------
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """Training batches: augment the uint8 images on their device, then normalise them."""
+        if self.augment is None or not self.trainer.training:
+            return batch
+        images, labels = self.augment(*batch)
+        if self._normalize is None:
+            from phiscale.data.batch_loader import CUDA_IMAGE_DTYPE, Normalize
+
+            dtype = CUDA_IMAGE_DTYPE if images.device.type == "cuda" else torch.float32
+            self._normalize = Normalize(self._mean, self._std, images.device, dtype)
+        return self._normalize(images), labels
+
     def training_step(self, batch, batch_idx: int):
-        images, labels = batch
+        images, labels = batch  # labels: int64 [N], or soft targets [N, C] (mixup / CutMix)
         logits = self(images)
-        loss = self.criterion(logits.float(), labels)
+        if labels.dim() == 2:
+            from phiscale.augment import soft_target_cross_entropy
+
+            loss = soft_target_cross_entropy(logits.float(), labels)  # label smoothing already folded in
+        else:
+            loss = self.criterion(logits.float(), labels)
         self._check_finite(loss.detach())
         if self._logs_this_step():
             self.log("train/loss", loss.detach(), on_step=True, on_epoch=False, prog_bar=True, batch_size=len(labels))
@@ -88,19 +114,23 @@ class ImageClassifier(L.LightningModule):
 
     def _check_finite(self, loss: torch.Tensor) -> None:
         """Stop on a NaN/inf loss. Reading the loss forces a device sync, so on CUDA the flag is
-        accumulated on the device and read once per logging interval (the last periodic
-        last.ckpt is then the last good state); on CPU it is read every step, before the update."""
+        accumulated on the device and read once per logging interval (and before every checkpoint,
+        `raise_if_nonfinite`); on CPU it is read every step, before the update."""
         self._nonfinite = ~torch.isfinite(loss) | getattr(self, "_nonfinite", False)
         if loss.device.type == "cuda" and (self.global_step + 1) % max(1, self.trainer.log_every_n_steps):
             return
-        bad = bool(self._nonfinite)
+        self.raise_if_nonfinite()
+
+    def raise_if_nonfinite(self) -> None:
+        """Raise NonFiniteLoss if any loss since the start was NaN/inf (all ranks agree)."""
+        bad = bool(getattr(self, "_nonfinite", False))
         if self.trainer.world_size > 1:
             bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
         if bad:
             raise NonFiniteLoss(
                 f"loss became non-finite (nan/inf) by step {self.global_step} (epoch {self.current_epoch}); "
-                "a checkpoint was saved: lower optim.lr_per_256, set trainer.gradient_clip_val, "
-                "or check the data"
+                "last.ckpt holds the last good state (no checkpoint is written after a bad step): resume "
+                "from it with a lower optim.lr_per_256 or a trainer.gradient_clip_val, or check the data"
             )
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
@@ -140,10 +170,22 @@ class ImageClassifier(L.LightningModule):
     def configure_optimizers(self):
         optimizer = build_optimizer(self.optim_cfg, self.model, self.global_batch_size)
         max_epochs = max(1, self.trainer.max_epochs or 1)
-        total_steps = self.trainer.estimated_stepping_batches
-        steps_per_epoch = max(1, int(total_steps // max_epochs)) if total_steps != float("inf") else 1000
-        schedule = build_lr_schedule(self.optim_cfg, optimizer, steps_per_epoch=steps_per_epoch, max_epochs=max_epochs)
+        schedule = build_lr_schedule(self.optim_cfg, optimizer, steps_per_epoch=self._steps_per_epoch(),
+                                     max_epochs=max_epochs)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def _steps_per_epoch(self) -> int:
+        """Optimizer steps per epoch, counted from the DataModule's train loader. (Lightning's
+        `estimated_stepping_batches` would start the train loader's iterator here, before a resume
+        restores the loader's position in the epoch, and the resumed epoch would begin at batch 0.)"""
+        trainer = self.trainer
+        loader = getattr(trainer.datamodule, "train_loader", None) if trainer.datamodule is not None else None
+        if loader is None:  # plain dataloaders (benchmarks, tests): Lightning's own estimate
+            total = trainer.estimated_stepping_batches
+            return max(1, int(total // max(1, trainer.max_epochs or 1))) if total != float("inf") else 1000
+        batches, limit = len(loader), trainer.limit_train_batches
+        batches = min(batches, int(limit)) if isinstance(limit, int) else int(batches * float(limit))
+        return max(1, math.ceil(batches / trainer.accumulate_grad_batches))  # as Lightning counts them
 
     def on_before_optimizer_step(self, optimizer) -> None:
         if self._logs_this_step():
@@ -151,30 +193,14 @@ class ImageClassifier(L.LightningModule):
 
     # -- checkpoint extras ------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["phiscale"] = {"best_val_top1": self.best_val_top1, "rng": rng_states()}
+        augment = self.augment.state_dict() if self.augment is not None else None
+        checkpoint["phiscale"] = {"best_val_top1": self.best_val_top1,
+                                  "rng": gather_rank_states(self._trainer, augment=augment)}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         extra = checkpoint.get("phiscale", {})
         self.best_val_top1 = extra.get("best_val_top1", 0.0)
         if "rng" in extra:
-            restore_rng_states(extra["rng"])
-
-
-def rng_states() -> dict[str, Any]:
-    """Every RNG a training step draws from (dropout, drop path, augmentation in Python/numpy)."""
-    name, keys, pos, has_gauss, gauss = np.random.get_state()
-    # Plain types and tensors only: Lightning loads checkpoints with torch.load(weights_only=True).
-    numpy_state = (name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss))
-    states = {"torch": torch.get_rng_state(), "numpy": numpy_state, "python": random.getstate()}
-    if torch.cuda.is_available():
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    return states
-
-
-def restore_rng_states(states: dict[str, Any]) -> None:
-    torch.set_rng_state(states["torch"])
-    name, keys, pos, has_gauss, gauss = states["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
-    random.setstate(states["python"])
-    if "cuda" in states and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(states["cuda"])
+            state = restore_rank_states(extra["rng"], self._trainer)
+            if state is not None and self.augment is not None and state.get("augment") is not None:
+                self.augment.load_state_dict(state["augment"])

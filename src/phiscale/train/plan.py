@@ -43,6 +43,8 @@ class RunPlan:
     model_kwargs: dict[str, Any]
     num_classes: int
     seed: int
+    deterministic: bool = False
+    augment: bool = False  # batch augmentation on the device (the loader hands over uint8 images)
     tags: dict[str, str] = field(default_factory=dict)  # from the plan itself (budget mode)
 
     @property
@@ -82,6 +84,10 @@ def make_plan(cfg: DictConfig) -> RunPlan:
                 f"{key}={res} is below {scale.name}'s total stride {scale.total_stride}; "
                 f"use {key}>={scale.total_stride}"
             )
+    if cfg.data.num_workers == "auto":
+        cfg.data.num_workers = auto_workers()
+    check_data(cfg.data, train_res, eval_res)
+    augment = build_augment(cfg, rank=0)  # every aug.* value checked now
     precision = str(tcfg.precision)
     if precision == "auto":
         precision = "bf16-mixed" if accelerator == "gpu" else "32-true"
@@ -100,6 +106,8 @@ def make_plan(cfg: DictConfig) -> RunPlan:
         model_kwargs=kwargs,
         num_classes=num_classes,
         seed=int(cfg.seed),
+        deterministic=resolve_deterministic(tcfg.deterministic, accelerator),
+        augment=augment.active,
         tags=tags,
     )
 
@@ -139,6 +147,37 @@ def apply_budget(cfg: DictConfig) -> dict[str, str]:
     )
     cfg.model.phi = float(phi)
     return {f"budget_{k}": f"{float(v):g}" for k, v in budget.items()} | {"budget_phi": f"{phi:g}"}
+
+
+def build_augment(cfg: DictConfig, rank: int):
+    """The run's BatchAugment from the `aug` group (its values checked here), seeded per rank."""
+    from phiscale.augment import BatchAugment
+
+    settings = {k: v for k, v in cfg.aug.items() if k != "policy"}
+    return BatchAugment(str(cfg.aug.policy), **settings, num_classes=int(cfg.data.num_classes),
+                        label_smoothing=float(cfg.optim.get("label_smoothing") or 0.0), seed=int(cfg.seed), rank=rank)
+
+
+def auto_workers() -> int:
+    """data.num_workers=auto: the cores this process may use (its CPU affinity: what SLURM's
+    --cpus-per-task binds), less one for the training loop itself."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores - 1)
+
+
+def check_data(data_cfg: Mapping[str, Any], train_resolution: int, eval_resolution: int) -> None:
+    """The loader settings and both data sources (paths exist, .beton headers read), as the loaders
+    will check them inside training: a bad value is refused before the MLflow run exists."""
+    from phiscale.data import dataset_sources
+    from phiscale.data.batch_loader import check_loader_args
+
+    for resolution in (train_resolution, eval_resolution):
+        check_loader_args(
+            batch_size=data_cfg["batch_size"], num_workers=data_cfg["num_workers"], resolution=resolution,
+            mean=data_cfg["mean"], std=data_cfg["std"], order=data_cfg.get("order", "random"),
+            crop_ratio=float(data_cfg["crop_ratio"]), min_crop_scale=float(data_cfg.get("min_crop_scale", 0.08)),
+        )
+    dataset_sources(data_cfg)
 
 
 # ---------------------------------------------------------------- the trainer -----
@@ -209,6 +248,15 @@ def check_stopping(tcfg: Mapping[str, Any]) -> None:
             raise PhiscaleError(f"trainer.{key}={value!r} must be an integer >= {low} ({meaning})")
     if tcfg["max_epochs"] == -1 and tcfg["max_steps"] == -1:
         raise PhiscaleError("trainer.max_epochs=-1 and trainer.max_steps=-1 would train forever; set one of them")
+
+
+def resolve_deterministic(value: Any, accelerator: str) -> bool:
+    """trainer.deterministic: auto = on for CPU (free there), off for GPUs (it costs speed)."""
+    if value == "auto":
+        return accelerator == "cpu"
+    if not isinstance(value, bool):
+        raise PhiscaleError(f"trainer.deterministic={value!r} is not one of auto, true, false")
+    return value
 
 
 def global_rank_from_env() -> int:

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from phiscale.train.plan import RunPlan, finished_summary, global_rank_from_env, make_plan
+from phiscale.train.plan import RunPlan, build_augment, finished_summary, global_rank_from_env, make_plan
 
 
 def run_training(cfg: DictConfig, extra_callbacks: Iterable[Any] = (), extra_tags: Mapping[str, str] | None = None) -> dict:
@@ -26,83 +26,111 @@ def run_training(cfg: DictConfig, extra_callbacks: Iterable[Any] = (), extra_tag
     from phiscale.train import metadata
     from phiscale.train.datamodule import ImageDataModule
     from phiscale.train.module import ImageClassifier
+    from phiscale.train.seeding import seed_rank_stream
     from phiscale.train.trainer import build_trainer, quiet_console
 
     started = time.time()
     quiet_console()
     plan = make_plan(cfg)  # every check of the config, before any work
-    uri = tracking.normalize_tracking_uri(str(cfg.tracking.uri))
-    tracking.check_reachable(uri, float(cfg.tracking.connect_timeout_s))  # a wrong URI fails in seconds
+    tcfg = cfg.tracking
+    uri = tracking.normalize_tracking_uri(str(tcfg.uri))
+    tracking.short_http_timeouts(float(tcfg.connect_timeout_s))  # the sender retries, not MLflow's client
+    if tcfg.mode == "online":
+        tracking.check_reachable(uri, float(tcfg.connect_timeout_s))  # a wrong URI fails in seconds
     rank = global_rank_from_env()
     if (done := finished_summary(plan, cfg)) is not None:
         return _already_finished(plan, done) if rank == 0 else {}
 
-    L.seed_everything(plan.seed, workers=True, verbose=False)
+    L.seed_everything(plan.seed, workers=True, verbose=False)  # the initial weights: the same on every rank
     if plan.accelerator == "cpu" and plan.devices > 1:
         torch.set_num_threads(max(1, torch.get_num_threads() // plan.devices))
     model = build_model(cfg.model.name, plan.num_classes, **plan.model_kwargs)
+    seed_rank_stream(plan.seed, rank)  # dropout, drop path, augmentation: each rank its own stream
     resolved = OmegaConf.to_container(cfg, resolve=True)
     module = ImageClassifier(model, optim_cfg=resolved["optim"], global_batch_size=plan.global_batch_size,
                              channels_last=bool(cfg.trainer.channels_last), compile_model=bool(cfg.trainer.compile),
-                             run_config=resolved)
+                             run_config=resolved, augment=build_augment(cfg, rank), mean=resolved["data"]["mean"],
+                             std=resolved["data"]["std"])
     datamodule = ImageDataModule(resolved["data"], train_resolution=plan.train_resolution,
-                                 eval_resolution=plan.eval_resolution, seed=plan.seed)
+                                 eval_resolution=plan.eval_resolution, seed=plan.seed, uint8_train=plan.augment)
     plan.ckpt_dir.mkdir(parents=True, exist_ok=True)
-    logger = tracking.MLflowRunLogger(
-        tracking_uri=uri, experiment=str(cfg.tracking.experiment), run_name=plan.run_name, ckpt_dir=plan.ckpt_dir,
+    environment = tracking.environment_tags(plan.world_size)
+    logger = tracking.RunLogger(
+        output_dir=plan.output_dir, tracking_uri=uri, experiment=str(tcfg.experiment), run_name=plan.run_name,
         params=tracking.flatten_config(resolved),
-        tags=metadata.scale_tags(plan.scale) | tracking.environment_tags(plan.world_size) | plan.tags | dict(extra_tags or {}),
+        tags=metadata.scale_tags(plan.scale) | environment | plan.tags | dict(extra_tags or {})
+        | tracking.system_tags(metadata.note(plan, str(cfg.data.name)), commit=environment["git_commit"]),
+        mode=str(tcfg.mode), heartbeat_s=float(tcfg.heartbeat_s), retry_max_s=float(tcfg.retry_max_s),
+        connect_timeout_s=float(tcfg.connect_timeout_s), system_metrics_s=float(tcfg.system_metrics_s),
     )
     trainer, stops = build_trainer(cfg, plan, logger, extra_callbacks)  # Lightning's own checks, before the run opens
-    if rank == 0:
-        _open_run(logger, plan, cfg, model)
-    status = "failed"
+    status, error = "failed", None
     try:
+        if rank == 0:
+            _open_run(logger, plan, cfg, model)
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(plan.resume_from) if plan.resume_from else None)
         status = "interrupted" if stops.signals.stopped_by_signal else "finished"
+    except BaseException as err:
+        error = f"{type(err).__name__}: {err}"
+        raise
     finally:
-        summary = _close_run(logger, plan, cfg, trainer, module, stops, status, started) if trainer.is_global_zero else {}
+        summary = _close_run(logger, plan, cfg, trainer, module, stops, status, error, started) if rank == 0 else {}
     _end_processes(stops, trainer)
     return summary
 
 
 def _open_run(logger, plan: RunPlan, cfg: DictConfig, model) -> None:
-    """Create or reopen the MLflow run; log what only a new run needs; say what is starting."""
+    """Create or continue the MLflow run (through its journal); say what is starting."""
     from phiscale.train import metadata
 
     record = logger.open()
     config = plan.output_dir / "config.yaml"
     config.write_text(OmegaConf.to_yaml(cfg, resolve=True))
     if logger.resumed:
-        print(f"phiscale: resuming MLflow run {record.run_id} from {plan.resume_from} (restart {record.restarts})")
+        print(f"phiscale: resuming {record.run_id or 'the journaled run'} from {plan.resume_from} "
+              f"(restart {record.restarts})")
     else:
         logger.log_artifact(config)
         logger.log_metrics(metadata.profile_metrics(model, plan), step=0)
+        for dataset, tags in metadata.dataset_inputs(cfg.data):
+            logger.log_dataset(dataset, tags)
     logger.log_metrics({"run/restarts": float(record.restarts)}, step=metadata.checkpoint_step(plan.resume_from))
     logger.flush()
+    where = logger.run_url or f"not in the store yet (journal: {logger.journal.path})"
     print(f"phiscale: training {metadata.describe(plan, str(cfg.data.name))}\n"
-          f"phiscale: MLflow run {logger.run_url}", flush=True)
+          f"phiscale: MLflow run {where}", flush=True)
+    if cfg.trainer.deterministic is True:  # asked for: say what it guarantees here
+        print(f"phiscale: {metadata.determinism(plan)}", flush=True)
 
 
-def _close_run(logger, plan: RunPlan, cfg: DictConfig, trainer, module, stops, status: str, started: float) -> dict:
-    """Summary, best checkpoint and end status into MLflow; one line saying how it ended."""
+def _close_run(logger, plan: RunPlan, cfg: DictConfig, trainer, module, stops, status: str, error: str | None,
+               started: float) -> dict:
+    """Summary and best checkpoint into the journal, the end status, the backlog sent (within
+    tracking.drain_timeout_s); one line saying how it ended, one more if the store has not all of it."""
     from phiscale import tracking
     from phiscale.train import metadata
 
-    restarts = logger.record.restarts if logger.record else 0
-    summary = metadata.summary(plan, cfg, trainer, module, logger.run_id, restarts, status, started)
+    if logger.record is None:  # failed before the run opened: nothing to close
+        return {}
+    summary = metadata.summary(plan, cfg, trainer, module, logger.run_id, logger.record.restarts, status, started)
     summary_path = metadata.write_summary(plan, summary)
     if status == "finished":
         best = metadata.best_checkpoint_artifact(stops.best.best_model_path, cfg.tracking)
         if best is not None:
             logger.log_artifact(best, "checkpoints")
     logger.log_artifact(summary_path)
-    logger.finalize({"finished": "success"}.get(status, status))
-    best_top1 = summary["best_val_top1"]
-    print(f"phiscale: run {status}: {plan.run_name}, best val top-1 {best_top1:.4f} after {summary['global_step']} "
-          f"steps in {summary['wall_time_s']:.0f} s; output {plan.output_dir}; MLflow run {logger.run_url}", flush=True)
-    if not logger.tracking_uri.startswith(("http://", "https://")):
-        print(f"phiscale: browse with `{tracking.ui_command(logger.tracking_uri)}`", flush=True)
+    left = logger.close(status, float(cfg.tracking.drain_timeout_s), error=error)
+    summary["run_id"] = logger.run_id
+    metadata.write_summary(plan, summary)
+    print(f"phiscale: run {status}: {plan.run_name}, best val top-1 {summary['best_val_top1']:.4f} after "
+          f"{summary['global_step']} steps in {summary['wall_time_s']:.0f} s; output {plan.output_dir}", flush=True)
+    if left:
+        why = "offline mode" if cfg.tracking.mode == "offline" else "the tracking store is unreachable"
+        print(f"phiscale: {left} entries are not in MLflow yet ({why}); they wait in {logger.journal.path}: "
+              f"send them with `phiscale-sync {plan.output_dir}`", flush=True)
+    elif logger.run_url:
+        browse = "" if tracking.is_server(logger.tracking_uri) else f" (serve it: {tracking.ui_command(logger.tracking_uri)})"
+        print(f"phiscale: MLflow run {logger.run_url}{browse}", flush=True)
     return summary
 
 
@@ -111,6 +139,7 @@ def _end_processes(stops, trainer) -> None:
     (ranks that exit with it still alive can abort in gloo's destructors)."""
     from phiscale import slurm
 
+    stops.signals.restore()
     if stops.signals.should_requeue and trainer.is_global_zero and slurm.requeue(slurm.slurm_env()):
         print(f"phiscale: requeued SLURM job {slurm.slurm_env().run_key}", flush=True)
     if torch.distributed.is_available() and torch.distributed.is_initialized():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from phiscale.train.callbacks import (
     LastCheckpoint,
     ProgressiveResize,
-    ResumeSkip,
+    ProgressLines,
     ShareRunId,
     SignalCheckpoint,
     ThroughputMonitor,
@@ -32,11 +33,12 @@ LIGHTNING_NOISE = (
 )
 # Warnings that do not apply to phiscale's runs.
 IGNORED_WARNINGS = (
-    r".*exists and is not empty",  # the checkpoint dir holds mlflow_run.json from the start
+    r".*exists and is not empty",  # a resumed run's checkpoint dir holds last.ckpt
     r"Found \d+ module\(s\) in eval mode",  # the EMA copy
     r".*isinstance\(treespec, LeafSpec\)",
     r"It is recommended to use `self.log\(.*sync_dist=True",  # val sums are reduced by the module itself
-    r"You're resuming from a checkpoint that ended before the epoch ended",  # callbacks.ResumeSkip resumes it
+    r"You're resuming from a checkpoint that ended before the epoch ended",  # our loader is stateful (datamodule)
+    r"You have overridden `on_after_batch_transfer` in `LightningModule`",  # the module augments, on purpose
 )
 
 
@@ -60,10 +62,14 @@ def build_trainer(cfg: DictConfig, plan: RunPlan, logger, extra_callbacks: Itera
         monitor="val/top1",
         mode="max",
         save_top_k=1,
+        save_on_train_epoch_end=False,  # only after a validation, with that validation's score
         auto_insert_metric_name=False,
         enable_version_counter=False,
     )
-    callbacks = [ShareRunId(), ThroughputMonitor(int(tcfg.log_every_n_steps)), last, signals, best, ResumeSkip()]
+    callbacks = [ShareRunId(), ThroughputMonitor(int(tcfg.log_every_n_steps)), last, signals, best]
+    bar = progress_bar(tcfg.progress_bar)
+    if tcfg.progress_bar == "auto" and not bar:  # a SLURM .out file: plain lines, not a redrawn bar
+        callbacks.append(ProgressLines(int(tcfg.log_every_n_steps)))
     if cfg.progressive.enabled:
         p = cfg.progressive
         callbacks.append(ProgressiveResize(final=plan.train_resolution, min_ratio=p.min_ratio, start=p.start,
@@ -74,6 +80,8 @@ def build_trainer(cfg: DictConfig, plan: RunPlan, logger, extra_callbacks: Itera
         num_nodes=plan.num_nodes,
         strategy=build_strategy(tcfg, plan, int(cfg.data.batch_size)),
         precision=plan.precision,
+        # "warn": deterministic kernels where they exist, a warning (not an error) for the rest
+        deterministic=("warn" if plan.accelerator == "gpu" else True) if plan.deterministic else False,
         max_epochs=int(tcfg.max_epochs),
         max_steps=int(tcfg.max_steps),
         limit_train_batches=tcfg.limit_train_batches,
@@ -83,7 +91,7 @@ def build_trainer(cfg: DictConfig, plan: RunPlan, logger, extra_callbacks: Itera
         sync_batchnorm=bool(tcfg.sync_batchnorm),
         log_every_n_steps=int(tcfg.log_every_n_steps),
         val_check_interval=tcfg.val_check_interval,
-        enable_progress_bar=bool(tcfg.progress_bar),
+        enable_progress_bar=bar,
         enable_model_summary=False,
         num_sanity_val_steps=0,
         use_distributed_sampler=False,  # FFCV shards per rank itself
@@ -93,6 +101,17 @@ def build_trainer(cfg: DictConfig, plan: RunPlan, logger, extra_callbacks: Itera
         plugins=slurm_plugins(),
     )
     return trainer, StopCallbacks(signals, best)
+
+
+def progress_bar(setting: Any) -> bool:
+    """trainer.progress_bar: true / false, or auto: a bar on a terminal, plain lines elsewhere."""
+    if setting == "auto":
+        return sys.stdout.isatty()
+    if not isinstance(setting, bool):
+        from phiscale.errors import PhiscaleError
+
+        raise PhiscaleError(f"trainer.progress_bar={setting!r} is not one of auto, true, false")
+    return setting
 
 
 def build_strategy(tcfg, plan: RunPlan, micro_batch: int):

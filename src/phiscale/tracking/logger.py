@@ -1,0 +1,264 @@
+"""The Lightning logger of a training run: rank 0 appends to the run's journal; a sender thread sends.
+
+The training step never waits on the network. The run's identity lives in
+`<output_dir>/tracking/run.json`: starting again with the same output dir continues the same run
+(params not re-logged, changed ones named in `changed_on_resume`, and every metric step the
+journal already holds is dropped, so nothing is logged twice), and sends any backlog first.
+
+Modes (`tracking.mode`):
+- `online`: the store must answer at start (a wrong URI fails in seconds); later outages are
+  survived (journal + retries).
+- `online_tolerant`: start even when the store is down; it catches up when it is back.
+- `offline`: never contact the store; `phiscale-sync <output_dir>` sends the journal later.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.loggers.logger import Logger, rank_zero_experiment
+from lightning.pytorch.utilities import rank_zero_only
+
+from phiscale.errors import PhiscaleError
+from phiscale.tracking.journal import Journal, RunRecord, now_ms, tracking_dir
+from phiscale.tracking.sender import Sender
+from phiscale.tracking.store import client, is_permanent, run_url, short_http_timeouts
+from phiscale.tracking.system_metrics import PREFIX as SYSTEM_PREFIX
+from phiscale.tracking.system_metrics import SystemMetrics
+from phiscale.tracking.tags import TAG_VALUE_LIMIT
+
+MODES = ("online", "online_tolerant", "offline")
+# How a run ended (phiscale's words) -> MLflow's run status.
+STATUS = {"finished": "FINISHED", "success": "FINISHED", "failed": "FAILED", "interrupted": "KILLED"}
+OUTPUT_DIR_TAG = "phiscale.output_dir"
+HEARTBEAT_S_TAG = "phiscale.heartbeat_s"
+ERROR_TAG = "phiscale.error"
+
+
+class RunLogger(Logger):
+    """See the module docstring. Rank 0 only (Lightning calls loggers on rank 0)."""
+
+    def __init__(
+        self,
+        *,
+        output_dir: str | os.PathLike[str],
+        tracking_uri: str,
+        experiment: str,
+        run_name: str,
+        params: Mapping[str, str],
+        tags: Mapping[str, str],
+        mode: str = "online",
+        heartbeat_s: float = 60.0,
+        retry_max_s: float = 30.0,
+        connect_timeout_s: float = 10.0,
+        system_metrics_s: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if mode not in MODES:
+            raise PhiscaleError(f"tracking.mode={mode!r} is not one of {', '.join(MODES)}")
+        self.output_dir = Path(output_dir)
+        self.tracking_uri = tracking_uri
+        self.experiment_name = experiment
+        self.run_name = run_name
+        self.mode = mode
+        self._params = dict(params)
+        self._tags = {**tags, OUTPUT_DIR_TAG: str(self.output_dir), HEARTBEAT_S_TAG: f"{heartbeat_s:g}"}
+        self._heartbeat_s = heartbeat_s
+        self._retry_max_s = retry_max_s
+        self._connect_timeout_s = connect_timeout_s
+        self._system_metrics_s = system_metrics_s
+        self._system_metrics: SystemMetrics | None = None
+        self._sync_at_save = False
+        self.journal: Journal | None = None
+        self.record: RunRecord | None = None
+        self.sender: Sender | None = None
+        self.resumed = False
+
+    # -- the run ----------------------------------------------------------------------------
+    @rank_zero_only
+    def open(self) -> RunRecord:
+        """Create the run, or continue the one of this output dir; start sending (unless offline)."""
+        if self.record is not None:
+            return self.record
+        directory = tracking_dir(self.output_dir)
+        record = RunRecord.load(directory)
+        if record is not None and record.run_id and record.tracking_uri != self.tracking_uri:
+            raise PhiscaleError(
+                f"{directory}/run.json belongs to MLflow run {record.run_id} at {record.tracking_uri}, not "
+                f"{self.tracking_uri}; point tracking.uri at that store, or use a new paths.output_dir"
+            )
+        journal = Journal(directory)
+        if record is None:
+            record = RunRecord.new(self.tracking_uri, self.experiment_name, self.run_name)
+            record.save(directory)
+            journal.append("run", experiment=self.experiment_name, run_name=self.run_name, tags=_cut(self._tags),
+                           start_ms=now_ms())
+            journal.append("params", params=self._params)
+        else:
+            self.resumed = True
+            record.restarts += 1
+            record.tracking_uri = self.tracking_uri
+            record.save(directory)
+            # Params are immutable in MLflow: keep the originals, and say what changed.
+            changed = sorted(k for k, v in self._params.items() if journal.params.get(k, v) != v)
+            tags = dict(self._tags, restarts=str(record.restarts))  # host and SLURM ids may differ now
+            if changed:
+                tags["changed_on_resume"] = ",".join(changed)
+            journal.append("tags", tags=_cut(tags))
+            journal.append("status", status="RUNNING")
+        self.journal, self.record = journal, record
+        if self.mode != "offline":
+            self._start_sender()
+        if self._system_metrics_s > 0:  # steps continue where an earlier attempt of this run stopped
+            first = journal.last_step.get(f"{SYSTEM_PREFIX}cpu_utilization_percentage", -1) + 1
+            self._system_metrics = SystemMetrics(self._log_system, self._system_metrics_s, self.output_dir,
+                                                 first_step=first).start()
+        return record
+
+    def _log_system(self, values: Mapping[str, float], step: int) -> None:
+        ts = now_ms()
+        self.journal.append("metrics", values=[[k, v, ts, step] for k, v in values.items()])
+
+    def _start_sender(self) -> None:
+        short_http_timeouts(self._connect_timeout_s)
+        self.sender = Sender(self.journal, self.record, self.tracking_uri, output_dir=self.output_dir,
+                             heartbeat_s=self._heartbeat_s, retry_max_s=self._retry_max_s)
+        holder = self.sender.acquire()
+        if holder is not None:
+            raise PhiscaleError(
+                f"process {holder} is sending {self.journal.dir} already (another run in this output dir, or "
+                "phiscale-sync): wait for it, or use a new paths.output_dir"
+            )
+        if self.mode == "online":
+            if self.resumed and self.record.run_id:
+                self._check_run_exists()
+            self.sender.create_run_now()  # the run's URL at start; an outage here is survived like any
+        self.sender.start()
+
+    def _check_run_exists(self) -> None:
+        try:
+            client(self.tracking_uri).get_run(self.record.run_id)
+        except Exception as err:
+            if is_permanent(err):
+                raise PhiscaleError(
+                    f"{self.journal.dir}/run.json names MLflow run {self.record.run_id}, which {self.tracking_uri} "
+                    "does not hold; point tracking.uri at the store it was made in, or use a new paths.output_dir"
+                ) from None
+            # otherwise the store is away right now: the sender retries
+
+    @rank_zero_only
+    def close(self, status: str, drain_timeout_s: float, error: str | None = None) -> int:
+        """Journal the end (status, error), make it durable, and send what is left within
+        `drain_timeout_s`; returns the entries still unsent (0 when the store has everything)."""
+        if self.journal is None:
+            return 0
+        if self._system_metrics is not None:
+            self._system_metrics.stop()
+        if error:
+            self.journal.append("tags", tags={ERROR_TAG: error[:TAG_VALUE_LIMIT]})
+        self.journal.append("status", status=STATUS.get(status, "FAILED"))
+        self.journal.sync()
+        left = self.journal.backlog if self.sender is None else self.sender.stop(drain_timeout_s)
+        self.journal.close()
+        return left
+
+    @property
+    def run_id(self) -> str | None:
+        return self.record.run_id if self.record else None
+
+    @property
+    def run_url(self) -> str | None:
+        """The run's page in the MLflow UI; None while the store does not have the run yet."""
+        if self.record is None or not self.record.run_id:
+            return None
+        return run_url(self.tracking_uri, self.record.experiment_id, self.record.run_id)
+
+    # -- what training logs -------------------------------------------------------------------
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        self.open()
+        step = int(step or 0)
+        ts = now_ms()
+        values = []
+        for key, value in metrics.items():
+            key = key.replace("@", "_")
+            if step <= self.journal.last_step.get(key, -1):
+                continue  # already journaled (by this run before a restart)
+            values.append([key, float(value), ts, step])
+        if values:
+            self.journal.append("metrics", values=values)
+
+    @rank_zero_only
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        self.open()
+        self.journal.append("tags", tags=_cut(tags))
+
+    @rank_zero_only
+    def log_artifact(self, path: str | os.PathLike[str], artifact_path: str | None = None) -> None:
+        """Upload `path` (a file in the output dir is recorded relative to it, so a journal written on
+        one node can be synced from another that mounts the output dir elsewhere)."""
+        self.open()
+        path = Path(path).resolve()
+        try:
+            recorded = str(path.relative_to(self.output_dir.resolve()))
+        except ValueError:
+            recorded = str(path)
+        self.journal.append("artifact", path=recorded, artifact_path=artifact_path)
+
+    @rank_zero_only
+    def log_dataset(self, dataset: Mapping[str, Any], tags: Mapping[str, str] | None = None) -> None:
+        """The run's input dataset (MLflow's inputs: name, digest, source, profile)."""
+        self.open()
+        self.journal.append("inputs", dataset=dict(dataset), tags=dict(tags or {}))
+
+    # -- Lightning's Logger interface ----------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.experiment_name
+
+    @property
+    def version(self) -> str:
+        return self.run_id or ""
+
+    @property
+    def save_dir(self) -> str:
+        return str(self.output_dir)
+
+    @property
+    @rank_zero_experiment
+    def experiment(self):
+        return client(self.tracking_uri)
+
+    @rank_zero_only
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        """Params are the flattened resolved config, journaled once at creation (see `open`)."""
+
+    @rank_zero_only
+    def flush(self) -> None:
+        """Make the journal durable (fsync): called before every checkpoint is written, and once more
+        at the next `save`, when Lightning has handed over the checkpointed step's own metrics."""
+        if self.journal is not None:
+            self.journal.sync()
+            self._sync_at_save = True
+
+    @rank_zero_only
+    def save(self) -> None:
+        """Lightning calls this after each batch's metrics are logged (appends need nothing more)."""
+        if self._sync_at_save and self.journal is not None:
+            self.journal.sync()
+            self._sync_at_save = False
+
+    def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
+        self.flush()
+
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        """Lightning's end of fit: only make the journal durable; `close` ends the run."""
+        self.flush()
+
+
+def _cut(tags: Mapping[str, Any]) -> dict[str, str]:
+    return {k: str(v)[:TAG_VALUE_LIMIT] for k, v in tags.items()}

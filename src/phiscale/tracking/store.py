@@ -1,0 +1,156 @@
+"""The MLflow store: URIs, the one client factory, the one reachability check, experiments, and
+which failures are worth retrying."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from phiscale.errors import PhiscaleError
+
+DEFAULT_URI = "sqlite:///outputs/mlflow.db"
+SQLITE = "sqlite:///"
+# MLflow error codes that a retry cannot fix (the request itself is wrong, or its run is gone).
+# Anything else (refused connections, timeouts, 5xx, "database is locked") is an outage: retry.
+PERMANENT_ERROR_CODES = frozenset({
+    "INVALID_PARAMETER_VALUE", "BAD_REQUEST", "RESOURCE_DOES_NOT_EXIST", "RESOURCE_ALREADY_EXISTS",
+    "INVALID_STATE", "MALFORMED_REQUEST", "ENDPOINT_NOT_FOUND",
+})  # fmt: skip
+
+
+def normalize_tracking_uri(uri: str) -> str:
+    """Make a relative sqlite path absolute (DDP ranks and SLURM tasks may start elsewhere)."""
+    if uri.startswith(SQLITE) and not uri.startswith(SQLITE + "/"):
+        uri = SQLITE + str(Path(uri[len(SQLITE) :]).resolve())
+    if uri.startswith(SQLITE):
+        Path(uri[len(SQLITE) :]).parent.mkdir(parents=True, exist_ok=True)
+    if "://" not in uri and not uri.startswith("databricks"):
+        raise PhiscaleError(
+            f"tracking.uri={uri!r} is a bare path; MLflow 3 refuses file stores: "
+            f"use tracking.uri=sqlite:///{Path(uri).resolve()}.db or an http:// server"
+        )
+    return uri
+
+
+def resolve_uri(uri: str | None = None) -> str:
+    """A command's --tracking-uri, else $MLFLOW_TRACKING_URI, else the project's local sqlite store."""
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+
+
+def is_server(uri: str) -> bool:
+    return uri.startswith(("http://", "https://"))
+
+
+def short_http_timeouts(timeout_s: float = 10.0) -> None:
+    """For a training process: MLflow's own HTTP client retries for minutes by default; phiscale
+    retries itself (the sender), so each request fails within about `timeout_s` (a value the user
+    exported wins). MLflow's "View run at" line repeats phiscale's own end line."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(max(1, int(timeout_s))))
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+
+
+def check_reachable(uri: str, timeout_s: float = 10.0, *, must_exist: bool = False) -> None:
+    """Fail fast (within `timeout_s`) with the URI in the message; never fall back silently.
+
+    A server must answer its health check; with `must_exist` (readers: eval, report) a sqlite
+    store must already be there, so a wrong path is named rather than an empty store created.
+    """
+    # Readers keep a little of MLflow's own retrying; a training process set shorter ones first.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(max(timeout_s, 5) * 3)))
+    if uri.startswith(SQLITE):
+        path = uri[len(SQLITE) :]
+        if must_exist and path != ":memory:" and not Path(path).exists():
+            raise PhiscaleError(
+                f"no MLflow database at {Path(path).resolve()} (tracking URI {uri}): train first, "
+                "or pass --tracking-uri / set MLFLOW_TRACKING_URI to the store the runs are in"
+            )
+        return
+    if not is_server(uri):
+        return
+    from phiscale.mlflow_server import wait_until_reachable
+
+    last_error = wait_until_reachable(uri, timeout_s)
+    if last_error is None:
+        return
+    raise PhiscaleError(
+        f"tracking server {uri} is unreachable after {timeout_s:.0f} s ({last_error}); start it "
+        "(`phiscale-server start`), fix tracking.uri, or train anyway with tracking.mode=online_tolerant "
+        "(or offline) and send the journal later with phiscale-sync"
+    )
+
+
+def client(uri: str):
+    """The one MLflow client factory: every phiscale command talks to MLflow through a client from here."""
+    from mlflow.tracking import MlflowClient
+
+    if not uri.startswith(SQLITE):
+        return MlflowClient(tracking_uri=uri)
+    # The first client of a new sqlite store creates its tables (alembic migrations); processes
+    # that start together (SLURM array tasks, Hydra multirun jobs) would race on it and fail with
+    # "Online migration expected to match one row". One lock file beside the database serialises it.
+    import fcntl
+
+    with open(uri[len(SQLITE) :] + ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return MlflowClient(tracking_uri=uri)
+
+
+def artifact_location(tracking_uri: str, experiment: str) -> str | None:
+    """Beside a sqlite store: `<db dir>/mlartifacts/<experiment>` (MLflow's default would be
+    ./mlruns of whatever directory a job happens to start in). Servers choose their own."""
+    if not tracking_uri.startswith(SQLITE):
+        return None
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in experiment)
+    return (Path(tracking_uri[len(SQLITE) :]).parent / "mlartifacts" / safe).as_uri()
+
+
+# MLflow 3's UI opens an experiment in its GenAI view (traces) unless this tag says it is model
+# training; the value is the UI's own name for that kind (mlflow/server/js: CUSTOM_MODEL_DEVELOPMENT).
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
+def get_or_create_experiment(mlflow, name: str) -> str:
+    """The id of experiment `name`, created (once, whoever races) if missing, marked as model training."""
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is None:
+        try:
+            return mlflow.create_experiment(name, artifact_location=artifact_location(mlflow.tracking_uri, name),
+                                            tags=EXPERIMENT_KIND)
+        except Exception:  # another rank or array task created it first
+            experiment = mlflow.get_experiment_by_name(name)
+            if experiment is None:
+                raise
+    if experiment.lifecycle_stage == "deleted":
+        raise PhiscaleError(
+            f"MLflow experiment {name!r} is deleted; restore it in the UI or use tracking.experiment=<new name>"
+        )
+    for key, value in EXPERIMENT_KIND.items():
+        if key not in experiment.tags:  # an experiment made elsewhere: phiscale's runs are model training
+            mlflow.set_experiment_tag(experiment.experiment_id, key, value)
+    return experiment.experiment_id
+
+
+def is_permanent(error: BaseException) -> bool:
+    """True when retrying `error` cannot help (MLflow refused the request itself)."""
+    return getattr(error, "error_code", None) in PERMANENT_ERROR_CODES
+
+
+def describe_error(error: BaseException) -> str:
+    """One short line for a log: the error's type and first line, without MLflow's URL noise."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return f"{type(error).__name__}: {text[:200]}"
+
+
+def run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str:
+    """Where a user browses one run: the server's run page, or the local `mlflow ui`'s."""
+    base = tracking_uri.rstrip("/") if is_server(tracking_uri) else "http://127.0.0.1:5000"
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def ui_command(tracking_uri: str) -> str:
+    """What a user runs to browse the runs."""
+    if is_server(tracking_uri):
+        return f"open {tracking_uri}"
+    return f"mlflow ui --backend-store-uri {tracking_uri} --port 5000"

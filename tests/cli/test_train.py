@@ -1,0 +1,65 @@
+"""phiscale-train, the Hydra app: its help and choices, and one point of a sweep file composed
+under the command line's own overrides."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+
+from phiscale.cli.train import compose_sweep_point
+from phiscale.config import conf_dir
+
+TRAIN = str(Path(sys.executable).with_name("phiscale-train"))
+
+
+def test_unknown_option_prints_hydras_choices():
+    result = subprocess.run([TRAIN, "model=resnet50"], capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "efficientnet_b0" in result.stderr and "mobilenet_v3_small" in result.stderr
+
+
+def test_help_lists_the_config_groups():
+    result = subprocess.run([TRAIN, "--help"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0
+    for group in ("model:", "data:", "trainer:", "optim:", "tracking:"):
+        assert group in result.stdout
+
+
+def compose_as_the_app(overrides: list[str]):
+    """What `phiscale-train <overrides>` hands main(): the config, with Hydra's own node set."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
+        HydraConfig.instance().set_config(cfg)
+        try:
+            return compose_sweep_point(cfg)
+        finally:
+            HydraConfig.instance().cfg = None
+
+
+def test_a_sweep_point_composes_under_the_command_lines_overrides(tmp_path):
+    sweep = tmp_path / "two.yaml"
+    sweep.write_text("name: two\nbase: [model=efficientnet, trainer.max_epochs=5, data.batch_size=8]\n"
+                     "grid:\n  model.phi: [0.5, 1.5]\n")
+    cfg, tags = compose_as_the_app([f"sweep.file={sweep}", "sweep.index=1", "trainer.max_epochs=3"])
+    assert (cfg.model.name, cfg.model.phi) == ("efficientnet", 1.5), "point 1 of the grid"
+    assert cfg.data.batch_size == 8, "the sweep's base applies"
+    assert cfg.trainer.max_epochs == 3, "the command line comes last and wins"
+    assert (cfg.sweep.file, cfg.sweep.index) == (str(sweep), 1)
+    assert tags == {"sweep": "two", "sweep_index": "1"}
+
+
+def test_a_sweep_file_without_an_index_is_one_line(tmp_path):
+    sweep = tmp_path / "two.yaml"
+    sweep.write_text("grid:\n  model.phi: [0.5, 1.5]\n")
+    result = subprocess.run([TRAIN, f"sweep.file={sweep}"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"phiscale-train: error: sweep.file={sweep} needs sweep.index=<point>; `phiscale-sweep {sweep}` lists them"
+    )
+    assert "Traceback" not in result.stderr

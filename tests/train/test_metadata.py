@@ -1,0 +1,126 @@
+"""What a run tells MLflow about itself: scale tags, model size, the best-checkpoint rule,
+the step of a checkpoint, the summary and the one-line description."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from phiscale.config import compose_config
+from phiscale.errors import PhiscaleError
+from phiscale.models import build_model, resolve_scale
+from phiscale.models.profile import count_macs, count_params
+from phiscale.train.metadata import (
+    best_checkpoint_artifact,
+    checkpoint_step,
+    describe,
+    profile_metrics,
+    scale_tags,
+    summary,
+    write_summary,
+)
+from phiscale.train.plan import finished_summary, make_plan
+
+
+def test_scale_tags_of_the_phi_family_carry_the_coefficients():
+    tags = scale_tags(resolve_scale("efficientnet", phi=1.5))
+    assert tags["model"] == tags["family"] == "efficientnet"
+    assert (tags["phi"], tags["alpha"], tags["beta"], tags["gamma"]) == ("1.5", "1.2", "1.1", "1.15")
+    assert tags["width_mult"] == f"{1.1 ** 1.5:g}" and tags["resolution"] == "276"  # round(224 * 1.15^1.5) = round(276.2)
+
+
+def test_scale_tags_of_a_mobilenet_leave_out_what_it_does_not_have():
+    tags = scale_tags(resolve_scale("mobilenet_v2", width_mult=0.5))
+    assert tags == {"model": "mobilenet_v2", "family": "mobilenet_v2", "width_mult": "0.5", "depth_mult": "1",
+                    "resolution_mult": "1", "resolution": "224"}
+
+
+def test_profile_metrics_of_a_small_model_at_train_and_eval_resolution(fast_cfg):
+    plan = make_plan(fast_cfg("eval_resolution=64"))
+    model = build_model("mobilenet_v3_small", 10, width_mult=0.5)
+    metrics = profile_metrics(model, plan)
+    assert model.training, "profiling must leave the model in training mode"
+    assert metrics["model/params"] == count_params(model)
+    assert metrics["model/macs_train"] == count_macs(model, 32)
+    assert metrics["model/macs_eval"] == count_macs(model, 64) > metrics["model/macs_train"]
+    assert metrics["model/flops_train"] == 2 * metrics["model/macs_train"]
+    assert metrics["model/flops_eval"] == 2 * metrics["model/macs_eval"]
+    assert metrics["model/activation_mb"] > 0
+    assert (metrics["train/resolution"], metrics["eval/resolution"]) == (32.0, 64.0)
+
+
+@pytest.fixture
+def tracking():
+    """The tracking config group, as a run reads it."""
+    return compose_config([]).tracking
+
+
+def test_best_checkpoint_uploaded_when_small_else_its_path(tmp_path, tracking):
+    best = tmp_path / "best.ckpt"
+    best.write_bytes(b"\0" * 2**20)  # 1 MiB
+    assert best_checkpoint_artifact(str(best), tracking) == best
+    tracking.max_checkpoint_mb = 0.5
+    note = best_checkpoint_artifact(str(best), tracking)
+    assert note == tmp_path / "best_path.txt" and note.read_text() == f"{best.resolve()}\n"
+
+
+def test_best_checkpoint_path_only_when_asked_or_a_directory(tmp_path, tracking):
+    sharded = tmp_path / "best.ckpt"
+    sharded.mkdir()  # DeepSpeed writes a directory of shards
+    assert best_checkpoint_artifact(str(sharded), tracking).name == "best_path.txt"
+    single = tmp_path / "single.ckpt"
+    single.write_bytes(b"x")
+    tracking.log_checkpoint = "path"
+    assert best_checkpoint_artifact(str(single), tracking).read_text().strip() == str(single.resolve())
+
+
+def test_no_best_checkpoint_artifact_without_a_checkpoint_or_when_off(tmp_path, tracking):
+    assert best_checkpoint_artifact("", tracking) is None, "no val/top1 yet: ModelCheckpoint has no best"
+    assert best_checkpoint_artifact(str(tmp_path / "gone.ckpt"), tracking) is None
+    (tmp_path / "best.ckpt").write_bytes(b"x")
+    tracking.log_checkpoint = "none"
+    assert best_checkpoint_artifact(str(tmp_path / "best.ckpt"), tracking) is None
+
+
+def test_checkpoint_step_reads_the_global_step(tmp_path):
+    assert checkpoint_step(None) == 0
+    torch.save({"global_step": 42, "state_dict": {}}, tmp_path / "last.ckpt")
+    assert checkpoint_step(tmp_path / "last.ckpt") == 42
+    torch.save({"state_dict": {}}, tmp_path / "old.ckpt")
+    assert checkpoint_step(tmp_path / "old.ckpt") == 0
+
+
+def test_an_unreadable_checkpoint_is_named_with_the_fix(tmp_path):
+    bad = tmp_path / "last.ckpt"
+    bad.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(PhiscaleError, match=rf"cannot read {bad} .*delete it to start over, or give another ckpt_path"):
+        checkpoint_step(bad)
+
+
+def test_describe_says_what_the_run_trains(fast_overrides):
+    cfg = compose_config([*(o for o in fast_overrides if not o.startswith("model")), "model=efficientnet",
+                          "model.phi=1"])
+    assert describe(make_plan(cfg), "digits") == (
+        "efficientnet-phi1: efficientnet φ=1 (d=1.2 w=1.1 r=1.15) at 37px on digits, 1 cpu process(es), "
+        "global batch 32, 32-true"
+    )
+
+
+def test_the_summary_of_a_finished_run_is_what_a_restart_recognises(fast_cfg, tiny_classifier, cpu_trainer):
+    cfg = fast_cfg()
+    plan = make_plan(cfg)
+    module = tiny_classifier()
+    module.best_val_top1 = 0.5
+    content = summary(plan, cfg, cpu_trainer(), module, "run123", restarts=1, status="finished", started=0.0)
+    assert (content["run_id"], content["run_name"], content["best_val_top1"]) == ("run123", plan.run_name, 0.5)
+    assert (content["max_epochs"], content["max_steps"], content["restarts"]) == (2, -1, 1)
+    assert content["plan"]["train_resolution"] == 32 and content["wall_time_s"] > 0
+    path = write_summary(plan, content)
+    assert json.loads(path.read_text()) == content
+    plan.ckpt_dir.mkdir(parents=True)
+    (plan.ckpt_dir / "last.ckpt").write_bytes(b"")
+    assert finished_summary(make_plan(cfg), cfg) == content
+    assert OmegaConf.select(cfg, "tracking.uri") == content["tracking_uri"]

@@ -1,0 +1,194 @@
+"""The run plan: every refusal of a bad config before any work, and what a good config resolves to."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from phiscale.config import compose_config, conf_dir
+from phiscale.errors import PhiscaleError
+from phiscale.train.plan import LAST, SUMMARY, dataset_resolution, finished_summary, make_plan, model_kwargs
+
+
+def efficientnet_cfg(fast_overrides: list[str], *extra: str):
+    """The FAST config with model=efficientnet instead of its MobileNet (whose knobs efficientnet refuses)."""
+    return compose_config([*(o for o in fast_overrides if not o.startswith("model")), "model=efficientnet", *extra])
+
+
+def refuse(cfg, match: str) -> str:
+    """make_plan(cfg) must raise one PhiscaleError line matching `match`; returns the line."""
+    with pytest.raises(PhiscaleError, match=match) as err:
+        make_plan(cfg)
+    assert "\n" not in str(err.value)
+    return str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("override", "match"),
+    [
+        ("trainer.max_epochs=-3", r"trainer.max_epochs=-3 must be an integer >= -1 \(-1 for no epoch limit"),
+        ("trainer.max_steps=-2", r"trainer.max_steps=-2 must be an integer >= -1"),
+        ("trainer.log_every_n_steps=0", r"trainer.log_every_n_steps=0 must be an integer >= 1"),
+        ("trainer.ckpt_every_n_steps=0", r"trainer.ckpt_every_n_steps=0 must be an integer >= 1"),
+        ("trainer.accumulate_grad_batches=0", r"trainer.accumulate_grad_batches=0 must be an integer >= 1"),
+        ("trainer.max_epochs=1.5", r"trainer.max_epochs=1.5 must be an integer"),
+        ("trainer.max_epochs=true", r"trainer.max_epochs=True must be an integer"),
+    ],
+)
+def test_bad_trainer_counts_are_refused_before_any_work(fast_cfg, tmp_path, override, match):
+    refuse(fast_cfg(override), match)
+    assert not (tmp_path / "outputs").exists(), "a refused config must not create its output dir"
+
+
+def test_no_stopping_point_at_all_is_refused(fast_cfg):
+    refuse(fast_cfg("trainer.max_epochs=-1", "trainer.max_steps=-1"), "would train forever; set one of them")
+    assert make_plan(fast_cfg("trainer.max_epochs=-1", "trainer.max_steps=5")).run_name  # a step limit is enough
+
+
+def test_more_cpu_processes_than_cores_names_the_core_count(fast_cfg):
+    cores = os.cpu_count()
+    refuse(fast_cfg("trainer=ddp", "trainer.devices=512"),
+           rf"trainer.devices=512 CPU processes but this node has {cores} cores; set trainer.devices<={cores}")
+
+
+@pytest.mark.parametrize("override", ["trainer.devices=0", "trainer.num_nodes=0"])
+def test_zero_devices_or_nodes_are_refused(fast_cfg, override):
+    refuse(fast_cfg(override), "both must be >= 1")
+
+
+def test_devices_that_are_not_a_count_are_refused(fast_cfg):
+    refuse(fast_cfg("trainer.devices=many"), "trainer.devices='many' is not a device count")
+
+
+def test_deepspeed_on_cpu_is_refused(fast_cfg):
+    refuse(fast_cfg("trainer=deepspeed", "trainer.accelerator=cpu"),
+           "trainer.strategy=deepspeed with trainer.accelerator=cpu: Lightning runs DeepSpeed on CUDA GPUs only")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_gpu_without_cuda_is_refused(fast_cfg):
+    refuse(fast_cfg("trainer=gpu"), "trainer.accelerator=gpu but no CUDA device is visible; use trainer=cpu")
+
+
+@pytest.mark.parametrize("key", ["train_resolution", "eval_resolution"])
+def test_a_resolution_below_the_total_stride_is_refused(fast_cfg, key):
+    refuse(fast_cfg(f"{key}=16"), rf"{key}=16 is below mobilenet_v3_small's total stride 32; use {key}>=32")
+
+
+def test_budget_on_a_model_outside_the_phi_family_is_refused(fast_cfg):
+    refuse(fast_cfg("budget.macs=1e9"), "budget.* needs model=efficientnet .*not model=mobilenet_v3_small")
+
+
+def test_budget_sets_phi_and_the_tags(fast_overrides):
+    from phiscale.models.budget import phi_for_budget
+
+    plan = make_plan(efficientnet_cfg(fast_overrides, "budget.params=8e6"))
+    expected = phi_for_budget("efficientnet", max_params=8e6, num_classes=10)
+    assert plan.scale.phi == pytest.approx(expected) and plan.run_name == f"efficientnet-phi{expected:g}"
+    assert plan.tags == {"budget_params": "8e+06", "budget_phi": f"{expected:g}"}
+
+
+def test_resume_never_refuses_an_existing_last_checkpoint(fast_cfg):
+    plan = make_plan(fast_cfg())
+    assert plan.resume_from is None
+    plan.ckpt_dir.mkdir(parents=True)
+    (plan.ckpt_dir / LAST).write_bytes(b"")
+    assert make_plan(fast_cfg()).resume_from == plan.ckpt_dir / LAST  # resume=auto continues it
+    refuse(fast_cfg("resume=never"), f"{plan.ckpt_dir / LAST} exists and resume=never; use resume=auto")
+
+
+def test_an_unknown_resume_mode_lists_the_modes(fast_cfg):
+    refuse(fast_cfg("resume=sometimes"), "resume='sometimes' is not one of: auto, never")
+
+
+def test_ckpt_path_must_exist_and_wins_over_last_checkpoint(fast_cfg, tmp_path):
+    refuse(fast_cfg(f"ckpt_path={tmp_path}/nope.ckpt"), rf"ckpt_path={tmp_path}/nope.ckpt does not exist")
+    given = tmp_path / "given.ckpt"
+    given.write_bytes(b"")
+    plan = make_plan(fast_cfg())
+    plan.ckpt_dir.mkdir(parents=True)
+    (plan.ckpt_dir / LAST).write_bytes(b"")
+    assert make_plan(fast_cfg(f"ckpt_path={given}")).resume_from == given
+
+
+def test_efficientnet_phi1_on_digits_trains_at_37_px_under_its_run_name(fast_overrides, tmp_path):
+    plan = make_plan(efficientnet_cfg(fast_overrides, "model.phi=1"))
+    assert plan.scale.resolution == 258  # round(224 * 1.15)
+    assert (plan.train_resolution, plan.eval_resolution) == (37, 37)  # round(258 * 32 / 224) = round(36.86)
+    assert plan.run_name == "efficientnet-phi1"
+    assert plan.output_dir == tmp_path / "outputs" / "runs" / "phiscale" / "efficientnet-phi1"
+    assert plan.ckpt_dir == plan.output_dir / "checkpoints" and plan.output_dir.is_dir()
+    assert (plan.accelerator, plan.devices, plan.world_size, plan.precision) == ("cpu", 1, 1, "32-true")
+
+
+def test_the_fast_config_plan(fast_cfg, tmp_path):
+    plan = make_plan(fast_cfg("eval_resolution=48", "trainer.accumulate_grad_batches=4", "bn_momentum=0.1"))
+    assert plan.run_name == "mobilenet_v3_small-w0.5"
+    assert (plan.train_resolution, plan.eval_resolution) == (32, 48)  # 224 native * 32 / 224, then as given
+    assert plan.global_batch_size == 32 * 4  # per-device batch x devices x nodes x accumulation
+    # null knobs are left to the model; data=digits brings its recipe's (conf/recipe/digits.yaml)
+    digits_recipe = OmegaConf.to_container(OmegaConf.load(conf_dir() / "recipe" / "digits.yaml").model)
+    assert plan.model_kwargs == {"width_mult": 0.5, **digits_recipe, "bn_momentum": 0.1}
+    assert plan.scale.bn_momentum == 0.1 and plan.num_classes == 10 and plan.seed == 0
+    assert json.loads(json.dumps(plan.to_json()))["output_dir"] == str(plan.output_dir)
+
+
+def test_run_name_and_output_dir_overrides(fast_cfg, tmp_path):
+    assert make_plan(fast_cfg("run_name=mine")).output_dir == tmp_path / "outputs" / "runs" / "phiscale" / "mine"
+    plan = make_plan(fast_cfg(f"paths.output_dir={tmp_path}/elsewhere/../here"))
+    assert plan.output_dir == tmp_path / "here" and plan.run_name == "mobilenet_v3_small-w0.5"
+
+
+def test_ddp_on_cpu_counts_every_process_in_the_global_batch(fast_cfg):
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("needs 2 cores for trainer.devices=2 on CPU")
+    plan = make_plan(fast_cfg("trainer=ddp", "trainer.accelerator=cpu"))
+    assert (plan.devices, plan.world_size, plan.global_batch_size) == (2, 2, 64)
+
+
+def test_model_kwargs_and_dataset_resolution():
+    assert model_kwargs({"name": "efficientnet", "phi": 1.0, "dropout": None, "resolution": None}) == {"phi": 1.0}
+    assert dataset_resolution(224, 32) == 32 and dataset_resolution(600, 32) == 86  # B7 on digits
+    assert dataset_resolution(224, 224) == 224
+
+
+def write_summary(plan, **fields) -> Path:
+    content = {"status": "finished", "max_epochs": 2, "max_steps": -1, "run_id": "abc"} | fields
+    (plan.output_dir / SUMMARY).write_text(json.dumps(content))
+    return plan.output_dir / SUMMARY
+
+
+def test_finished_summary_only_for_a_resumed_run_that_finished_with_the_same_stopping_point(fast_cfg):
+    cfg = fast_cfg()
+    plan = make_plan(cfg)
+    write_summary(plan)
+    assert finished_summary(plan, cfg) is None, "no last.ckpt: nothing to resume, so nothing finished"
+    plan.ckpt_dir.mkdir(parents=True)
+    (plan.ckpt_dir / LAST).write_bytes(b"")
+    plan = make_plan(cfg)
+    assert finished_summary(plan, cfg)["run_id"] == "abc"
+    assert finished_summary(plan, fast_cfg("trainer.max_epochs=3")) is None, "a later end continues the run"
+    write_summary(plan, status="interrupted")
+    assert finished_summary(plan, cfg) is None
+
+
+def test_augmentation_settings_are_checked_and_switch_the_loader_to_uint8(fast_cfg):
+    refuse(fast_cfg("aug=randaugment", "aug.magnitude=20"), r"aug.magnitude=20 must be in \[0, 10\]")
+    refuse(fast_cfg("aug.mixup=-1"), "aug.mixup=-1")
+    assert make_plan(fast_cfg()).augment is False
+    assert make_plan(fast_cfg("aug=randaugment")).augment is True
+    assert make_plan(fast_cfg("aug.mixup=0.2")).augment is True
+
+
+def test_auto_workers_follow_the_cores_this_process_may_use(fast_cfg):
+    import os
+
+    cores = len(os.sched_getaffinity(0))
+    cfg = fast_cfg("data.num_workers=auto")
+    make_plan(cfg)
+    assert cfg.data.num_workers == max(1, cores - 1)
