@@ -45,8 +45,10 @@ def test_model_data_trainer_compose(model, data, trainer):
 @pytest.mark.parametrize("optim", GROUPS["optim"])
 @pytest.mark.parametrize("tracking", GROUPS["tracking"])
 def test_optim_and_tracking_compose(optim, tracking):
+    from phiscale.train.optim import RECIPES
+
     cfg = compose_config([f"optim={optim}", f"tracking={tracking}"])
-    assert cfg.optim.name == optim
+    assert cfg.optim.name == optim and optim in RECIPES, f"optim={optim} names no optimiser the trainer knows"
     assert "://" in cfg.tracking.uri
 
 
@@ -69,7 +71,7 @@ def test_the_demo_is_a_small_cpu_run_on_digits():
     assert (cfg.data.name, cfg.trainer.accelerator, cfg.run_name) == ("digits", "cpu", "digits-demo")
 
 
-SHARED = {"dropout": None, "drop_path_rate": None, "resolution": None}
+SHARED = {"dropout": None, "drop_path_rate": None, "resolution": None, "zero_init_residual": None}
 
 
 def test_model_config_per_family():
@@ -115,3 +117,82 @@ def test_augmentation_options_compose_and_the_paper_recipe_uses_autoaugment():
         cfg = compose_config([f"aug={option}"])
         assert cfg.aug.policy == option and cfg.aug.mixup == 0.0 and cfg.aug.num_ops == 2
     assert compose_config(["experiment=imagenet_efficientnet"]).aug.policy == "autoaugment"
+
+
+# ---- which recipe applies: data=digits brings conf/recipe/digits.yaml; ImageNet data keep the paper's
+RECIPE_FILE = OmegaConf.load(conf_dir() / "recipe" / "digits.yaml")
+RECIPE_OPTIM = RECIPE_FILE.defaults[0]["override /optim@_global_.optim"]
+CPU_EPOCHS = OmegaConf.load(conf_dir() / "trainer" / "cpu.yaml").max_epochs
+RMSPROP_LR = OmegaConf.load(conf_dir() / "optim" / "rmsprop_tf.yaml").lr_per_256
+IMAGEFOLDER = ["data=imagefolder", "data.train_path=/x/train.beton", "data.val_path=/x/val.beton", "data.num_classes=37"]
+
+
+def dotted(node, prefix: str = "") -> dict:
+    """{"trainer.max_epochs": 8, ...}: every leaf key of a config node."""
+    out = {}
+    for key, value in node.items():
+        if OmegaConf.is_dict(value):
+            out |= dotted(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+RECIPE = {k: v for k, v in dotted(RECIPE_FILE).items() if not k.startswith("defaults")}
+
+
+def recipe_keys(cfg) -> dict:
+    """The keys the digits recipe sets, as composed, and the optimiser it picks."""
+    return {"optim.name": cfg.optim.name} | {key: OmegaConf.select(cfg, key) for key in RECIPE}
+
+
+def test_the_default_digits_run_gets_the_short_run_recipe():
+    cfg = compose_config([])
+    assert cfg.data.name == "digits"
+    assert recipe_keys(cfg) == {"optim.name": RECIPE_OPTIM} | RECIPE
+    assert {"bn_momentum", "trainer.max_epochs", "model.dropout"} <= set(RECIPE)
+    assert RECIPE["trainer.max_epochs"] != CPU_EPOCHS, "the recipe's epochs must differ to show they win over trainer/cpu"
+    assert RECIPE_OPTIM != "rmsprop_tf", "the optimiser group's default changes with data=digits"
+
+
+@pytest.mark.parametrize("data", [["data=imagenet"], IMAGEFOLDER], ids=["imagenet", "imagefolder"])
+def test_imagenet_style_data_keep_the_papers_recipe(data):
+    cfg = compose_config(data)
+    assert cfg.optim.name == "rmsprop_tf" and cfg.optim.lr_per_256 == RMSPROP_LR
+    assert cfg.bn_momentum is None, "the family's BN momentum (0.01 for EfficientNet), not the digits recipe's"
+    assert cfg.trainer.max_epochs == CPU_EPOCHS
+    assert all(cfg.model[k] is None for k in ("dropout", "drop_path_rate", "zero_init_residual"))
+
+
+def test_an_optimiser_on_the_command_line_wins_over_the_recipe():
+    cfg = compose_config(["optim=rmsprop_tf"])
+    assert cfg.optim.name == "rmsprop_tf" and cfg.optim.lr_per_256 == RMSPROP_LR
+    assert cfg.bn_momentum == RECIPE["bn_momentum"]  # the rest of the recipe still applies to digits
+
+
+def test_command_line_keys_win_over_the_recipe():
+    cfg = compose_config(["trainer.max_epochs=3", "bn_momentum=0.2", "optim.lr_per_256=0.05", "model.dropout=0.3"])
+    assert (cfg.trainer.max_epochs, cfg.bn_momentum, cfg.optim.lr_per_256, cfg.model.dropout) == (3, 0.2, 0.05, 0.3)
+
+
+def test_the_imagenet_experiment_keeps_its_own_recipe():
+    cfg = compose_config(["experiment=imagenet_efficientnet"])
+    assert (cfg.data.name, cfg.optim.name, cfg.optim.lr_per_256) == ("imagenet", "rmsprop_tf", RMSPROP_LR)
+    assert cfg.trainer.max_epochs == 350 and cfg.bn_momentum is None
+
+
+def test_the_digits_demo_is_the_recipe_on_its_own_model():
+    cfg = compose_config(["experiment=digits_demo"])
+    assert cfg.model.name == "mobilenet_v3_small" and cfg.run_name == "digits-demo"
+    assert recipe_keys(cfg) == recipe_keys(compose_config([]))
+
+
+def test_the_recipe_can_be_added_to_other_small_data():
+    cfg = compose_config([*IMAGEFOLDER, "+recipe=digits"])
+    assert cfg.data.name == "imagefolder" and recipe_keys(cfg) == recipe_keys(compose_config([]))
+
+
+def test_the_help_names_the_recipe_that_applies():
+    help_text = OmegaConf.load(conf_dir() / "train.yaml").hydra.help.header
+    assert "conf/recipe/digits.yaml" in help_text and f"optim={RECIPE_OPTIM}," in help_text
+    assert f"{RECIPE['trainer.max_epochs']} epochs" in help_text and "optim=rmsprop_tf" in help_text

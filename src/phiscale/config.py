@@ -12,8 +12,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-# Every model: regularisation and resolution left to the family's defaults (null).
-SHARED_KNOBS: dict[str, Any] = {"dropout": None, "drop_path_rate": None, "resolution": None}
+# Every model: regularisation, resolution and residual-branch init left to the family's defaults (null).
+SHARED_KNOBS: dict[str, Any] = {"dropout": None, "drop_path_rate": None, "resolution": None,
+                                "zero_init_residual": None}
 # The knobs of each kind of model name, on top of the shared ones.
 MOBILENET_KNOBS: dict[str, Any] = {"width_mult": 1.0, "depth_mult": None, "resolution_mult": None}
 PRESET_KNOBS: dict[str, Any] = {}  # efficientnet_b0..b7: the published table, only resolution may change

@@ -3,6 +3,8 @@ and bad scaling input fails early with one PhiscaleError that names the value an
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -123,6 +125,29 @@ def test_drop_path_rate_randomises_only_training_forward_passes():
     assert torch.equal(plain(x), plain(x))
 
 
+@pytest.mark.parametrize("name", ["efficientnet_b0", "efficientnet_b7", "mobilenet_v2"])
+def test_a_ten_class_head_starts_near_chance(name):
+    """The first loss on 10 classes is about ln 10: EfficientNet's reference head init (±1/sqrt(classes))
+    would start near 5 on digits and stall a short run (phiscale.models.build.REFERENCE_HEAD_CLASSES)."""
+    torch.manual_seed(0)
+    model = build_model(name, num_classes=10, resolution=32)
+    images, labels = torch.randn(16, 3, 32, 32), torch.arange(16) % 10
+    loss = torch.nn.functional.cross_entropy(model(images), labels).item()
+    assert abs(loss - math.log(10)) < 0.5, f"{name}: first loss {loss:.2f}, expected about ln 10 = 2.30"
+
+
+@pytest.mark.parametrize("zero_init", [True, False])
+def test_zero_init_residual_starts_every_residual_block_as_the_identity(zero_init):
+    """model.zero_init_residual (the digits recipe's): a deep EfficientNet starts as its shortcut path;
+    off (the default, as the papers) no block is the identity."""
+    model = build_model("efficientnet", num_classes=10, phi=2.0, zero_init_residual=zero_init).eval()
+    residual = [m for m in model.modules() if isinstance(m, InvertedResidual) and m.use_residual]
+    assert len(residual) > 10 and model.scale.zero_init_residual is zero_init
+    for block in residual:
+        x = torch.randn(2, block.block[0][0].in_channels, 4, 4)
+        assert torch.equal(block(x), x) is zero_init
+
+
 def test_unknown_model_lists_the_valid_names():
     with pytest.raises(PhiscaleError) as err:
         build_model("resnet50")
@@ -150,6 +175,7 @@ def test_unknown_model_lists_the_valid_names():
         ("mobilenet_v2", {"dropout": 1.0}, "dropout=1.0"),
         ("mobilenet_v1", {"drop_path_rate": 0.1}, "has none"),
         ("mobilenet_v2", {"resolution": 160, "resolution_mult": 0.5}, "not both"),
+        ("mobilenet_v2", {"zero_init_residual": "yes"}, "zero_init_residual='yes' must be true or false"),
     ],
 )
 def test_bad_scaling_input_raises_one_clear_error(name, kwargs, match):

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
-from phiscale.config import compose_config
+from phiscale.config import compose_config, conf_dir
 from phiscale.errors import PhiscaleError
 from phiscale.train.plan import LAST, SUMMARY, dataset_resolution, finished_summary, make_plan, model_kwargs
 
@@ -130,7 +131,9 @@ def test_the_fast_config_plan(fast_cfg, tmp_path):
     assert plan.run_name == "mobilenet_v3_small-w0.5"
     assert (plan.train_resolution, plan.eval_resolution) == (32, 48)  # 224 native * 32 / 224, then as given
     assert plan.global_batch_size == 32 * 4  # per-device batch x devices x nodes x accumulation
-    assert plan.model_kwargs == {"width_mult": 0.5, "bn_momentum": 0.1}  # null knobs left to the model
+    # null knobs are left to the model; data=digits brings its recipe's (conf/recipe/digits.yaml)
+    digits_recipe = OmegaConf.to_container(OmegaConf.load(conf_dir() / "recipe" / "digits.yaml").model)
+    assert plan.model_kwargs == {"width_mult": 0.5, **digits_recipe, "bn_momentum": 0.1}
     assert plan.scale.bn_momentum == 0.1 and plan.num_classes == 10 and plan.seed == 0
     assert json.loads(json.dumps(plan.to_json()))["output_dir"] == str(plan.output_dir)
 

@@ -55,6 +55,7 @@ class ModelScale:
     drop_path_rate: float
     bn_momentum: float  # PyTorch's convention: TF's decay 0.99 is 0.01
     total_stride: int
+    zero_init_residual: bool = False  # each residual branch starts at zero (see _init_weights)
 
     @property
     def run_name(self) -> str:
@@ -103,6 +104,7 @@ def resolve_scale(
     dropout: float | None = None,
     drop_path_rate: float | None = None,
     bn_momentum: float | None = None,
+    zero_init_residual: bool | None = None,
 ) -> ModelScale:
     """Check the knobs for `name` and fill in its defaults, without building anything.
 
@@ -110,6 +112,8 @@ def resolve_scale(
     - `efficientnet_b0`..`b7`: the official coefficient table; only `resolution` may be overridden.
     - MobileNets: free width_mult/depth_mult (default 1), resolution = round(224·resolution_mult).
     An explicit `resolution` always wins and sets resolution_mult = resolution / 224.
+    `zero_init_residual` (default off, as the papers) starts every residual branch at zero; models
+    without residual blocks (MobileNet v1) have nothing to zero.
     """
     spec = _check_name(name)
     if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 1:
@@ -170,12 +174,14 @@ def resolve_scale(
     elif isinstance(bn_momentum, bool) or not isinstance(bn_momentum, numbers.Real) or not 0 < bn_momentum <= 1:
         raise PhiscaleError(f"bn_momentum={bn_momentum!r} must be in (0, 1] (PyTorch's convention: "
                             "TF's decay 0.99 is momentum 0.01; short runs want ~0.1)")
+    if zero_init_residual is not None and not isinstance(zero_init_residual, bool):
+        raise PhiscaleError(f"{name}: zero_init_residual={zero_init_residual!r} must be true or false")
 
     return ModelScale(
         name=name, family=spec.family, phi=phi, alpha=coeffs[0], beta=coeffs[1], gamma=coeffs[2],
         width_mult=float(width), depth_mult=float(depth), resolution=int(native), resolution_mult=float(res_mult),
         dropout=float(dropout), drop_path_rate=float(drop_path_rate), bn_momentum=float(bn_momentum),
-        total_stride=spec.total_stride,
+        total_stride=spec.total_stride, zero_init_residual=bool(zero_init_residual),
     )
 
 
@@ -242,8 +248,17 @@ def _build_classifier(spec: ArchSpec, scale: ModelScale, in_ch: int, num_classes
     )
 
 
-def _init_weights(model: nn.Module, linear_init: str) -> None:
-    """The reference initialisations (torchvision / TF): He fan-out convs, unit BN, small linears."""
+# EfficientNet's head init ±1/sqrt(classes) (TF efficientnet_model.py dense_kernel_initializer) was
+# set for ImageNet's 1000 classes; with 10 classes it is 10x wider and the first logits have a std
+# near 4 (loss ~5 instead of ln 10), which stalls short runs. Fewer classes keep the 1000-class scale.
+REFERENCE_HEAD_CLASSES = 1000
+
+
+def _init_weights(model: nn.Module, linear_init: str, zero_init_residual: bool = False) -> None:
+    """The reference initialisations (torchvision / TF): He fan-out convs, unit BN, small linears;
+    with `zero_init_residual`, the last BN of every residual branch starts at γ = 0, so each block
+    starts as the identity (Goyal et al. 2017, arXiv 1706.02677 §5.1; He et al. 2019, arXiv
+    1812.01187 §3.1): deep EfficientNets then leave the loss plateau of their first epochs at once."""
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out")
@@ -254,11 +269,15 @@ def _init_weights(model: nn.Module, linear_init: str) -> None:
             nn.init.zeros_(m.bias)
         elif isinstance(m, nn.Linear):
             if linear_init == "uniform":
-                bound = 1.0 / math.sqrt(m.out_features)
+                bound = 1.0 / math.sqrt(max(m.out_features, REFERENCE_HEAD_CLASSES))
                 nn.init.uniform_(m.weight, -bound, bound)
             else:
                 nn.init.normal_(m.weight, 0.0, 0.01)
             nn.init.zeros_(m.bias)
+    if zero_init_residual:
+        for block in model.modules():
+            if isinstance(block, InvertedResidual) and block.use_residual:
+                nn.init.zeros_(block.block[-1][1].weight)  # ConvBNAct = (conv, BN, act)
 
 
 def build_model(
@@ -276,6 +295,7 @@ def build_model(
     dropout: float | None = None,
     drop_path_rate: float | None = None,
     bn_momentum: float | None = None,
+    zero_init_residual: bool | None = None,
 ) -> nn.Module:
     """Build `name` (one of MODEL_NAMES) at the given scale; the result carries `.scale` (ModelScale).
 
@@ -284,12 +304,12 @@ def build_model(
     scale = resolve_scale(
         name, num_classes, phi=phi, alpha=alpha, beta=beta, gamma=gamma, width_mult=width_mult,
         depth_mult=depth_mult, resolution=resolution, resolution_mult=resolution_mult, dropout=dropout,
-        drop_path_rate=drop_path_rate, bn_momentum=bn_momentum,
+        drop_path_rate=drop_path_rate, bn_momentum=bn_momentum, zero_init_residual=zero_init_residual,
     )
     spec = ARCHITECTURES[name]
     if scale.bn_momentum != spec.norm.momentum:
         spec = replace(spec, norm=replace(spec.norm, momentum=scale.bn_momentum))
     features, out_ch = _build_features(spec, scale)
     model = ScaledNet(features, _build_classifier(spec, scale, out_ch, int(num_classes)), scale)
-    _init_weights(model, spec.linear_init)
+    _init_weights(model, spec.linear_init, scale.zero_init_residual)
     return model

@@ -125,7 +125,7 @@ class ArchSpec:
     se: SEConfig | None = None
     classifier_hidden: int | None = None  # MobileNetV3: Linear -> hswish -> dropout -> Linear
     classifier_act: str | None = None
-    linear_init: str = "normal"  # "normal": N(0, 0.01) (MobileNets); "uniform": ±1/sqrt(out) (EfficientNet)
+    linear_init: str = "normal"  # "normal": N(0, 0.01) (MobileNets); "uniform": ±1/sqrt(max(out, 1000)) (EfficientNet)
     dropout: float = 0.2
     drop_path_rate: float = 0.0
 
