@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from support.threads import one_torch_thread  # noqa: F401  (autouse: small tensors, one thread)
 
 HEIGHT, WIDTH = 40, 48
 
@@ -52,12 +53,3 @@ def batch(arrays) -> torch.Tensor:
 @pytest.fixture
 def pil_images(arrays) -> list[Image.Image]:
     return [Image.fromarray(a) for a in arrays]
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Small tensors: one intra-op thread is faster on a shared 2-core box, and timing-independent."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

@@ -1,15 +1,5 @@
-"""Model tests run torch on one thread: the models here are tiny at test resolutions, and on a
-shared CI box two intra-op threads spin against each other (10x slower forward passes)."""
+"""Model tests run torch on one thread: the models here are tiny at test resolutions."""
 
 from __future__ import annotations
 
-import pytest
-import torch
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from support.threads import one_torch_thread  # noqa: F401  (an autouse fixture for this folder)

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from support.runs import wait_for
 
 pytestmark = pytest.mark.slurm
 
@@ -42,16 +43,6 @@ def logs(record_dir: Path) -> str:
                      for p in sorted(record_dir.glob("points/*/slurm-*.out")))
 
 
-def wait_until(predicate, timeout: float, what: str, slurm, record_dir: Path):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = predicate()
-        if found:
-            return found
-        time.sleep(0.2)
-    pytest.fail(f"{what}: not within {timeout:.0f}s\n{logs(record_dir)}\n{slurm.log_tails()}")
-
-
 def status_json(slurm, cwd: Path, sweep_id: str) -> dict:
     done = sweep_cli(slurm, cwd, "status", sweep_id, "--root", str(cwd / "out"), "--format", "json")
     assert done.returncode == 0, done.stderr
@@ -75,7 +66,8 @@ def test_submit_cancel_status_resume_ends_with_three_finished_children(slurm, tm
 
     # Cancel run 1 once it has a checkpoint (its signal handlers are in place; it is mid-run).
     ckpt = record_dir / "points" / "1" / "checkpoints" / "last.ckpt"
-    wait_until(ckpt.exists, 900, f"run 1 of {sweep_id} wrote no {ckpt}", slurm, record_dir)
+    wait_for(ckpt.exists, 900, f"run 1 of {sweep_id} wrote no {ckpt}",
+             details=lambda: logs(record_dir) + slurm.log_tails())
     slurm.run("scancel", f"{job}_1")
     cancelled_at = time.monotonic()
     tasks = {int(r["ArrayTaskId"]): r["JobState"] for r in slurm.wait(job, timeout=1200)}

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from support.runs import wait_for
 
 pytestmark = pytest.mark.slurm
 
@@ -148,18 +149,6 @@ def _seconds(clock: str) -> int:
     return int(days or 0) * 86400 + h * 3600 + m * 60 + s
 
 
-def wait_until(predicate, timeout: float, what: str, slurm, job: str):
-    """Poll `predicate` (returns a truthy value when the event happened) every 0.2 s; fail with the
-    job's output and the daemons' logs after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = predicate()
-        if found:
-            return found
-        time.sleep(0.2)
-    pytest.fail(f"{what}: not within {timeout:.0f}s\n{output_of(slurm, job)[-4000:]}\n{slurm.log_tails()}")
-
-
 def test_time_limit_signal_requeues_and_resumes_into_one_run(slurm, tmp_path):
     """The time-limit warning USR1 mid-training -> last.ckpt, requeue, resume -> ONE run, no step twice."""
     args = [*TINY, "trainer=multinode", f"trainer.max_epochs={HUGE_EPOCHS}", "trainer.log_every_n_steps=1",
@@ -172,16 +161,18 @@ def test_time_limit_signal_requeues_and_resumes_into_one_run(slurm, tmp_path):
         cwd=tmp_path, env=job_env(tmp_path, "requeue"), script_args=args,
     )  # fmt: skip
     ckpt = tmp_path / "runs" / job / "checkpoints" / "last.ckpt"
-    wait_until(ckpt.exists, 300, f"job {job} wrote no {ckpt}", slurm, job)
+    wait_for(ckpt.exists, 300, f"job {job} wrote no {ckpt}",
+             details=lambda: output_of(slurm, job)[-4000:] + slurm.log_tails())
 
     # Bring the warning in: a limit SIGNAL_S..SIGNAL_S+60 s past the job's current run time.
     run_time = _seconds(slurm.records(job)[0]["RunTime"])
     limit_min = -(-(run_time + SIGNAL_S) // 60)
     slurm.run("scontrol", "update", f"JobId={job}", f"TimeLimit={limit_min}")
     signalled_at = time.monotonic()
-    found = wait_until(
+    found = wait_for(
         lambda: re.search(r"received SIGUSR1 at step (\d+)", output_of(slurm, job)),
-        180, f"job {job} got no time-limit USR1 after TimeLimit={limit_min} (run time {run_time}s)", slurm, job,
+        180, f"job {job} got no time-limit USR1 after TimeLimit={limit_min} (run time {run_time}s)",
+        details=lambda: output_of(slurm, job)[-4000:] + slurm.log_tails(),
     )  # fmt: skip
     signal_step, usr1_after = int(found.group(1)), time.monotonic() - signalled_at
     # The requeued run: a time limit it never reaches, and an end the test chooses.

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -63,18 +64,25 @@ class Training:
         self._file.close()
 
 
-def wait_for(predicate, timeout: float, what: str, training: Training | None = None):
+def wait_for(predicate, timeout: float, what: str, training: Training | None = None,
+             details: Callable[[], str] | None = None):
     """Poll `predicate` every 0.05 s until it is truthy; fail after `timeout` s, or at once if the
-    training process ended while we waited for something it should do."""
+    training process ended while we waited for something it should do. The failure shows the
+    training's output tail, or what `details()` returns (a job's log, the daemons' logs)."""
+    def context() -> str:
+        if details is not None:
+            return "\n" + details()
+        return f"\n{training.output()[-3000:]}" if training else ""
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         if training is not None and training.done() and not predicate():
-            pytest.fail(f"training ended (rc {training.process.returncode}) before: {what}\n{training.output()[-3000:]}")
+            pytest.fail(f"training ended (rc {training.process.returncode}) before: {what}{context()}")
         time.sleep(0.05)
-    pytest.fail(f"not within {timeout:.0f} s: {what}" + (f"\n{training.output()[-3000:]}" if training else ""))
+    pytest.fail(f"not within {timeout:.0f} s: {what}{context()}")
 
 
 def journal_entries(output_dir: Path) -> list[dict]:
