@@ -54,7 +54,12 @@ AUGMENTED = ["aug=randaugment", "aug.mixup=0.2", "aug.erasing=0.25"]  # the augm
 
 
 def test_a_resumed_run_logs_what_the_uninterrupted_run_logged(tmp_path):
-    uninterrupted = train(tmp_path, "whole", *AUGMENTED)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as an earlier in-process run may leave it: the run sets its own count
+    try:
+        uninterrupted = train(tmp_path, "whole", *AUGMENTED)  # in this process; the killed run is a new one
+    finally:
+        torch.set_num_threads(threads)
 
     out = tmp_path / "killed"
     args = [*EVERY_STEP, *AUGMENTED, f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", f"paths.output_dir={out}",

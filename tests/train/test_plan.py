@@ -192,3 +192,18 @@ def test_auto_workers_follow_the_cores_this_process_may_use(fast_cfg):
     cfg = fast_cfg("data.num_workers=auto")
     make_plan(cfg)
     assert cfg.data.num_workers == max(1, cores - 1)
+
+
+def test_torch_threads_come_from_the_task_not_from_what_ran_before(fast_cfg, monkeypatch):
+    from phiscale.train.plan import task_cores, torch_threads
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)  # what an earlier in-process run (a CPU DDP rank 0) may have left
+        assert torch_threads(make_plan(fast_cfg())) == task_cores()
+    finally:
+        torch.set_num_threads(before)
+    monkeypatch.setenv("OMP_NUM_THREADS", "6")  # slurm/*.sbatch: the task's CPUs
+    assert torch_threads(make_plan(fast_cfg())) == 6
+    assert torch_threads(make_plan(fast_cfg("trainer.devices=2", "trainer.strategy=ddp"))) == 3

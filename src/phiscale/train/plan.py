@@ -158,11 +158,24 @@ def build_augment(cfg: DictConfig, rank: int):
                         label_smoothing=float(cfg.optim.get("label_smoothing") or 0.0), seed=int(cfg.seed), rank=rank)
 
 
+def task_cores() -> int:
+    """The cores this process may use: its CPU affinity (what SLURM's --cpus-per-task binds)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def auto_workers() -> int:
-    """data.num_workers=auto: the cores this process may use (its CPU affinity: what SLURM's
-    --cpus-per-task binds), less one for the training loop itself."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores - 1)
+    """data.num_workers=auto: the task's cores less one for the training loop itself."""
+    return max(1, task_cores() - 1)
+
+
+def torch_threads(plan: RunPlan) -> int:
+    """Intra-op threads for this process: OMP_NUM_THREADS when set (slurm/*.sbatch sets it to the
+    task's CPUs), else the task's cores; on CPU shared by the node's training processes. Derived from
+    these alone, never from the current count, so a run's numbers do not depend on what ran before
+    it in the same process (the reduction order of a gradient changes with the thread count)."""
+    omp = os.environ.get("OMP_NUM_THREADS", "")
+    cores = int(omp) if omp.isdigit() and int(omp) > 0 else task_cores()
+    return max(1, cores // plan.devices) if plan.accelerator == "cpu" else cores
 
 
 def check_data(data_cfg: Mapping[str, Any], train_resolution: int, eval_resolution: int) -> None:

@@ -14,7 +14,14 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from phiscale.train.plan import RunPlan, build_augment, finished_summary, global_rank_from_env, make_plan
+from phiscale.train.plan import (
+    RunPlan,
+    build_augment,
+    finished_summary,
+    global_rank_from_env,
+    make_plan,
+    torch_threads,
+)
 
 
 def run_training(cfg: DictConfig, extra_callbacks: Iterable[Any] = (), extra_tags: Mapping[str, str] | None = None) -> dict:
@@ -42,8 +49,7 @@ def run_training(cfg: DictConfig, extra_callbacks: Iterable[Any] = (), extra_tag
         return _already_finished(plan, done) if rank == 0 else {}
 
     L.seed_everything(plan.seed, workers=True, verbose=False)  # the initial weights: the same on every rank
-    if plan.accelerator == "cpu" and plan.devices > 1:
-        torch.set_num_threads(max(1, torch.get_num_threads() // plan.devices))
+    torch.set_num_threads(torch_threads(plan))
     model = build_model(cfg.model.name, plan.num_classes, **plan.model_kwargs)
     seed_rank_stream(plan.seed, rank)  # dropout, drop path, augmentation: each rank its own stream
     resolved = OmegaConf.to_container(cfg, resolve=True)
