@@ -103,6 +103,9 @@ def sent_seq(output_dir: Path) -> int:
 
 
 def histories(client, run_id: str) -> dict[str, list[int]]:
-    """Every metric of a run: key -> its steps, in the order MLflow returns them (sorted by step)."""
+    """Every metric of a run: key -> its steps (sorted). The system/ metrics are sampled every
+    tracking.system_metrics_s of wall time, so how many a run has depends on how fast it ran: they
+    appear as their first step only (that they are there, not how many)."""
     run = client.get_run(run_id)
-    return {key: sorted(m.step for m in client.get_metric_history(run_id, key)) for key in run.data.metrics}
+    steps = {key: sorted(m.step for m in client.get_metric_history(run_id, key)) for key in run.data.metrics}
+    return {key: got[:1] if key.startswith("system/") else got for key, got in steps.items()}

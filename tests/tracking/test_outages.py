@@ -92,14 +92,16 @@ def test_a_hang_and_a_restart_of_the_store_mid_run_lose_nothing(server, baseline
     for key, steps in want.items():
         assert got[key] == steps, f"{key}: steps {got[key]} != the outage-free run's {steps}"
 
-    # The median step during the hang is within 10% of the median before it (the step loop only appends).
+    # Steps go on at their pace during the hang: a step loop that waited on the network would wait out
+    # the HTTP timeout (seconds) on every log call, many times a step. How close to 1.0 the ratio is
+    # depends on the machine's load and is printed, not asserted (measured idle: about 0.8-1.0).
     before = step_intervals(out, 0, hung_at)[STEPS_PER_EPOCH:]  # from the second epoch on
     during = step_intervals(out, hung_at, resumed_at)
     assert len(before) >= 10 and len(during) >= 10, (len(before), len(during))
     ratio = statistics.median(during) / statistics.median(before)
     print(f"\nmedian step: {statistics.median(before) * 1000:.1f} ms before the hang, "
           f"{statistics.median(during) * 1000:.1f} ms during it ({ratio:.2f}x); {len(during)} steps during the hang")
-    assert ratio <= 1.10, f"steps slowed by {ratio:.2f}x while the store hung: the step loop waits on the network"
+    assert ratio < 3, f"steps slowed by {ratio:.2f}x while the store hung: the step loop waits on the network"
     # One line when the store went away, one when the backlog was drained: nothing per retry. (If
     # training ended during the hang, the hang and the death are one outage, drained at the end.)
     outages = log.count("is unreachable")
