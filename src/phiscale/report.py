@@ -192,9 +192,11 @@ def read_sweep(sweep: str, root: str | Path, tracking_uri: str | None = None) ->
 def row_from_run(run: Any, client: Any, now_ms: int) -> RunRow:
     """Map one mlflow Run (schema: docs/ARCHITECTURE.md) to a RunRow."""
     tags, info = run.data.tags, run.info
-    resolution = _int(tags.get("resolution"))
+    # The resolution the MACs and top-1 were measured at (data at another base size than 224 px,
+    # digits' 32, scale the model's own resolution tag), else the model's.
+    resolution = _int(run.data.metrics.get("eval/resolution"))
     if resolution is None:
-        resolution = _int(run.data.metrics.get("eval/resolution"))
+        resolution = _int(tags.get("resolution"))
     r = _float(tags.get("resolution_mult"))
     if r is None and resolution is not None:
         r = resolution / BASE_RESOLUTION
