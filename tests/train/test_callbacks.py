@@ -102,6 +102,27 @@ def test_throughput_numbers_agree_with_the_batch_size(tmp_path, tiny_classifier,
 
 
 # ---------------------------------------------------------------- checkpoints and signals -----
+class CountValidations(L.Callback):
+    def __init__(self) -> None:
+        self.epochs: list[int] = []
+
+    def on_validation_epoch_end(self, trainer, pl_module):
+        self.epochs.append(trainer.current_epoch)
+
+
+@pytest.mark.parametrize(("at_step", "validated"), [(5, []), (7, [0])], ids=["mid-epoch", "last-batch"])
+def test_a_signal_skips_the_validation_of_a_part_epoch_but_not_of_a_whole_one(
+        tmp_path, tiny_classifier, fixed_batches, cpu_trainer, restore_signals, at_step, validated):
+    """A signal on the epoch's last batch stops after that epoch's validation: the resume starts the
+    next epoch, so skipping it would lose that epoch's val/top1 for good."""
+    last = LastCheckpoint(tmp_path / "checkpoints", every_n_steps=100)
+    counted = CountValidations()
+    trainer = cpu_trainer(callbacks=[last, SignalCheckpoint(last), SendSignal(signal.SIGUSR1, at_step), counted],
+                          max_epochs=2)
+    trainer.fit(tiny_classifier(), train_dataloaders=fixed_batches(8), val_dataloaders=fixed_batches(2))
+    assert trainer.global_step == at_step + 1 and counted.epochs == validated
+
+
 @pytest.mark.parametrize("sig", [signal.SIGUSR1, signal.SIGTERM], ids=["SIGUSR1", "SIGTERM"])
 def test_a_signal_saves_last_ckpt_and_stops_at_that_step(tmp_path, tiny_classifier, fixed_batches, cpu_trainer,
                                                          restore_signals, monkeypatch, sig):

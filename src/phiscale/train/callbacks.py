@@ -119,7 +119,8 @@ class SignalCheckpoint(L.Callback):
     set-up stops the run at its first step) and replace Lightning's at train start. All ranks agree
     on stopping at the same step, so the checkpoint is collective-safe under DDP and DeepSpeed.
     The part-epoch the signal interrupts is not validated: its score is no epoch result and must
-    never replace best.ckpt (the best checkpoint is only written after a validation).
+    never replace best.ckpt (the best checkpoint is only written after a validation). A signal on
+    an epoch's last batch leaves a whole epoch, which is validated before the stop.
     """
 
     SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
@@ -161,7 +162,9 @@ class SignalCheckpoint(L.Callback):
         rank_zero_info(f"phiscale: received {name} at step {trainer.global_step}: saving {self.last.path}")
         self.last.save(trainer)
         self.stopped_by_signal = True
-        trainer.limit_val_batches = 0  # no validation of the interrupted part-epoch
+        if batch_idx + 1 < trainer.num_training_batches:
+            trainer.limit_val_batches = 0  # no validation of the interrupted part-epoch
+        # else the epoch is whole: it is validated before the stop (a resume starts the next epoch)
         trainer.should_stop = True
 
     @property
