@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import secrets
 import shlex
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from phiscale.errors import PhiscaleError
+from phiscale.paths import write_atomically
 from phiscale.sweeps import SEED_KEY, Sweep
 
 RECORD = "sweep.json"
@@ -154,9 +154,7 @@ class SweepRecord:
 
     def save(self) -> None:
         """Rewrite the record atomically (a task reading it never sees half a file)."""
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(self.to_json(), indent=2, ensure_ascii=False) + "\n")
-        os.replace(tmp, self.path)
+        write_atomically(self.path, json.dumps(self.to_json(), indent=2, ensure_ascii=False) + "\n")
 
 
 def load_record(path: str | Path) -> SweepRecord:

@@ -68,6 +68,7 @@ from phiscale.mlflow_server import (
     process_start_ticks,
     stop_process_group,
 )
+from phiscale.paths import write_atomically
 
 BACKENDS = ("postgres", "sqlite")
 DEFAULT_HOST = "127.0.0.1"
@@ -137,11 +138,7 @@ class State:
             raise PhiscaleError(f"{path} is not a phiscale-server record ({err}); move it away") from None
 
     def save(self, path: Path) -> None:
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            json.dump(asdict(self), out, indent=2)
-        os.replace(tmp, path)
+        write_atomically(path, json.dumps(asdict(self), indent=2), mode=0o600)  # it holds the DB password
 
     def mlflow_alive(self) -> bool:
         """The recorded server process still runs (same pid, same start time: not a reused pid)."""

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from phiscale.errors import PhiscaleError
+from phiscale.paths import write_atomically
 
 TRACKING_DIR = "tracking"
 JOURNAL, CURSOR, RECORD, LOCK, REJECTED = "journal.jsonl", "sent.json", "run.json", "sender.lock", "rejected.jsonl"
@@ -38,12 +39,6 @@ def now_ms() -> int:
 
 def tracking_dir(output_dir: str | os.PathLike[str]) -> Path:
     return Path(output_dir) / TRACKING_DIR
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 @dataclass
@@ -74,7 +69,7 @@ class RunRecord:
             raise PhiscaleError(f"{path} is not a phiscale run record ({err}); move it away to start a new run") from None
 
     def save(self, directory: Path) -> None:
-        _write_atomically(Path(directory) / RECORD, json.dumps(asdict(self), indent=2))
+        write_atomically(Path(directory) / RECORD, json.dumps(asdict(self), indent=2))
 
 
 def read_entries(path: Path) -> tuple[list[dict[str, Any]], int]:
@@ -185,7 +180,7 @@ class Journal:
             return -1  # a damaged cursor only means replaying entries, which the store deduplicates
 
     def _write_cursor(self) -> None:
-        _write_atomically(self.dir / CURSOR, json.dumps({"seq": self.sent_seq}))
+        write_atomically(self.dir / CURSOR, json.dumps({"seq": self.sent_seq}))
         self._cursor_written = time.monotonic()
 
     def reject(self, entry: dict[str, Any], reason: str) -> None:
