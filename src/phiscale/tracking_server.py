@@ -69,6 +69,7 @@ from phiscale.mlflow_server import (
     stop_process_group,
 )
 from phiscale.paths import write_atomically
+from phiscale.tracking.store import describe_error
 
 BACKENDS = ("postgres", "sqlite")
 DEFAULT_HOST = "127.0.0.1"
@@ -585,7 +586,7 @@ class TrackingServer:
         try:
             status.experiments, status.runs = self._counts(state)
         except Exception as err:  # a stopped database, no tables yet
-            status.counts_error = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+            status.counts_error = describe_error(err)
         return status
 
     def _postgres_status(self, state: State) -> PartStatus:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import lightning.pytorch as L
@@ -33,14 +32,8 @@ class CaptureStartWeights(L.Callback):
 
 
 def wait_for_checkpoint(path: Path, proc: subprocess.Popen, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.exists():
-            return
-        if proc.poll() is not None:
-            raise AssertionError(f"training exited ({proc.returncode}) before writing {path}:\n{proc.stderr.read()[-3000:]}")
-        time.sleep(0.05)
-    raise AssertionError(f"no {path} after {timeout} s")
+    wait_for(lambda: path.exists() or proc.poll() is not None, timeout, f"{path} written")
+    assert path.exists(), f"training exited ({proc.returncode}) before writing {path}:\n{proc.stderr.read()[-3000:]}"
 
 
 @pytest.mark.slow
