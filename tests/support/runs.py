@@ -34,10 +34,10 @@ FAST = [
 class Training:
     """A real `phiscale-train` process with its output in a file."""
 
-    def __init__(self, args: list[str], log: Path) -> None:
+    def __init__(self, args: list[str], log: Path, env: dict[str, str] | None = None) -> None:
         self.log = log
         self._file = open(log, "w")  # noqa: SIM115 (closed in wait/kill)
-        self.process = subprocess.Popen([TRAIN, *args], stdout=self._file, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen([TRAIN, *args], stdout=self._file, stderr=subprocess.STDOUT, env=env)
         self.ended_at: float | None = None
 
     def output(self) -> str:

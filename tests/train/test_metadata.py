@@ -1,5 +1,5 @@
 """What a run tells MLflow about itself: scale tags, model size, the best-checkpoint rule,
-the step of a checkpoint, the summary and the one-line description."""
+the summary and the one-line description."""
 
 from __future__ import annotations
 
@@ -10,12 +10,10 @@ import torch
 from omegaconf import OmegaConf
 
 from phiscale.config import compose_config
-from phiscale.errors import PhiscaleError
 from phiscale.models import build_model, resolve_scale
 from phiscale.models.profile import count_macs, count_params
 from phiscale.train.metadata import (
     best_checkpoint_artifact,
-    checkpoint_step,
     describe,
     profile_metrics,
     scale_tags,
@@ -85,21 +83,6 @@ def test_no_best_checkpoint_artifact_without_a_checkpoint_or_when_off(tmp_path, 
     assert best_checkpoint_artifact(str(tmp_path / "best.ckpt"), tracking) is None
 
 
-def test_checkpoint_step_reads_the_global_step(tmp_path):
-    assert checkpoint_step(None) == 0
-    torch.save({"global_step": 42, "state_dict": {}}, tmp_path / "last.ckpt")
-    assert checkpoint_step(tmp_path / "last.ckpt") == 42
-    torch.save({"state_dict": {}}, tmp_path / "old.ckpt")
-    assert checkpoint_step(tmp_path / "old.ckpt") == 0
-
-
-def test_an_unreadable_checkpoint_is_named_with_the_fix(tmp_path):
-    bad = tmp_path / "last.ckpt"
-    bad.write_bytes(b"not a checkpoint at all")
-    with pytest.raises(PhiscaleError, match=rf"cannot read {bad} .*delete it to start over, or give another ckpt_path"):
-        checkpoint_step(bad)
-
-
 def test_describe_says_what_the_run_trains(fast_overrides):
     cfg = compose_config([*(o for o in fast_overrides if not o.startswith("model")), "model=efficientnet",
                           "model.phi=1"])
@@ -121,6 +104,6 @@ def test_the_summary_of_a_finished_run_is_what_a_restart_recognises(fast_cfg, ti
     path = write_summary(plan, content)
     assert json.loads(path.read_text()) == content
     plan.ckpt_dir.mkdir(parents=True)
-    (plan.ckpt_dir / "last.ckpt").write_bytes(b"")
+    torch.save({"state_dict": {}, "global_step": 12}, plan.ckpt_dir / "last.ckpt")
     assert finished_summary(make_plan(cfg), cfg) == content
     assert OmegaConf.select(cfg, "tracking.uri") == content["tracking_uri"]

@@ -97,7 +97,7 @@ def test_resume_never_refuses_an_existing_last_checkpoint(fast_cfg):
     plan = make_plan(fast_cfg())
     assert plan.resume_from is None
     plan.ckpt_dir.mkdir(parents=True)
-    (plan.ckpt_dir / LAST).write_bytes(b"")
+    torch.save({"state_dict": {}, "global_step": 3}, plan.ckpt_dir / LAST)
     assert make_plan(fast_cfg()).resume_from == plan.ckpt_dir / LAST  # resume=auto continues it
     refuse(fast_cfg("resume=never"), f"{plan.ckpt_dir / LAST} exists and resume=never; use resume=auto")
 
@@ -109,11 +109,14 @@ def test_an_unknown_resume_mode_lists_the_modes(fast_cfg):
 def test_ckpt_path_must_exist_and_wins_over_last_checkpoint(fast_cfg, tmp_path):
     refuse(fast_cfg(f"ckpt_path={tmp_path}/nope.ckpt"), rf"ckpt_path={tmp_path}/nope.ckpt does not exist")
     given = tmp_path / "given.ckpt"
-    given.write_bytes(b"")
+    given.write_bytes(b"not a checkpoint")
+    refuse(fast_cfg(f"ckpt_path={given}"), rf"ckpt_path={given} is not a readable checkpoint \(.*\); give an intact")
+    torch.save({"state_dict": {}, "global_step": 7}, given)
     plan = make_plan(fast_cfg())
     plan.ckpt_dir.mkdir(parents=True)
-    (plan.ckpt_dir / LAST).write_bytes(b"")
-    assert make_plan(fast_cfg(f"ckpt_path={given}")).resume_from == given
+    torch.save({"state_dict": {}, "global_step": 9}, plan.ckpt_dir / LAST)
+    chosen = make_plan(fast_cfg(f"ckpt_path={given}"))
+    assert (chosen.resume_from, chosen.resume_step) == (given, 7)
 
 
 def test_efficientnet_phi1_on_digits_trains_at_37_px_under_its_run_name(fast_overrides, tmp_path):
@@ -169,7 +172,7 @@ def test_finished_summary_only_for_a_resumed_run_that_finished_with_the_same_sto
     write_summary(plan)
     assert finished_summary(plan, cfg) is None, "no last.ckpt: nothing to resume, so nothing finished"
     plan.ckpt_dir.mkdir(parents=True)
-    (plan.ckpt_dir / LAST).write_bytes(b"")
+    torch.save({"state_dict": {}, "global_step": 12}, plan.ckpt_dir / LAST)
     plan = make_plan(cfg)
     assert finished_summary(plan, cfg)["run_id"] == "abc"
     assert finished_summary(plan, fast_cfg("trainer.max_epochs=3")) is None, "a later end continues the run"

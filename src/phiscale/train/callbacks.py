@@ -83,7 +83,8 @@ class ThroughputMonitor(L.Callback):
 class LastCheckpoint(L.Callback):
     """`last.ckpt` every N optimizer steps and at every epoch end (after validation).
 
-    Lightning writes checkpoints atomically; the run's journal is fsynced first, so every metric
+    Written by `checkpoint_io.AtomicCheckpointIO` (beside the target, then os.replace: the previous
+    last.ckpt stays whole until the new one is); the run's journal is fsynced first, so every metric
     the checkpoint covers is on disk before the checkpoint exists. (Lightning hands the last step's
     own metrics to the logger just after this hook; the run's logger fsyncs again once it has them,
     see `tracking.RunLogger.flush`.)

@@ -13,7 +13,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from phiscale.errors import PhiscaleError
 from phiscale.train.plan import SUMMARY, RunPlan
 
 SCALE_TAG_KEYS = ("family", "phi", "alpha", "beta", "gamma", "width_mult", "depth_mult", "resolution_mult",
@@ -51,20 +50,6 @@ def profile_metrics(model, plan: RunPlan) -> dict[str, float]:
         "train/resolution": float(plan.train_resolution),
         "eval/resolution": float(plan.eval_resolution),
     }
-
-
-def checkpoint_step(path: Path | None) -> int:
-    """The optimizer step a checkpoint was saved at (0 without one)."""
-    if path is None:
-        return 0
-    import torch
-
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    except (OSError, RuntimeError, EOFError) as err:
-        raise PhiscaleError(f"cannot read {path} ({type(err).__name__}: {err}); delete it to start over, "
-                            "or give another ckpt_path") from None
-    return int(checkpoint.get("global_step", 0))
 
 
 def summary(plan: RunPlan, cfg, trainer, module, run_id: str | None, restarts: int, status: str,

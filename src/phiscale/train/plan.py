@@ -21,6 +21,7 @@ from phiscale.models.scaling import BASE_RESOLUTION, scaled_resolution
 
 CHECKPOINTS = "checkpoints"
 LAST = "last.ckpt"
+BEST = "best.ckpt"
 SUMMARY = "summary.json"
 RESUME_MODES = ("auto", "never")
 
@@ -46,6 +47,8 @@ class RunPlan:
     deterministic: bool = False
     augment: bool = False  # batch augmentation on the device (the loader hands over uint8 images)
     tags: dict[str, str] = field(default_factory=dict)  # from the plan itself (budget mode)
+    resume_step: int = 0  # the optimizer step of resume_from
+    unreadable: tuple = ()  # (path, why) of the checkpoints passed over: set aside at start (rank 0)
 
     @property
     def ckpt_dir(self) -> Path:
@@ -91,10 +94,13 @@ def make_plan(cfg: DictConfig) -> RunPlan:
     precision = str(tcfg.precision)
     if precision == "auto":
         precision = "bf16-mixed" if accelerator == "gpu" else "32-true"
+    resume = resume_checkpoint(cfg, output_dir / CHECKPOINTS)
     return RunPlan(
         run_name=run_name,
         output_dir=output_dir,
-        resume_from=resume_checkpoint(cfg, output_dir / CHECKPOINTS),
+        resume_from=resume.path,
+        resume_step=resume.step,
+        unreadable=resume.unreadable,
         accelerator=accelerator,
         devices=devices,
         num_nodes=int(tcfg.num_nodes),
@@ -280,23 +286,35 @@ def global_rank_from_env() -> int:
 
 
 # ---------------------------------------------------------------- resume -----
-def resume_checkpoint(cfg: DictConfig, ckpt_dir: Path) -> Path | None:
-    """`ckpt_path` when given, else `<output_dir>/checkpoints/last.ckpt` when it exists (resume=auto)."""
+def resume_checkpoint(cfg: DictConfig, ckpt_dir: Path):
+    """`ckpt_path` when given, else (resume=auto) the newest intact of `last.ckpt` and `best.ckpt`:
+    an unreadable last.ckpt (a kill mid-write under an older writer, a full disk) is passed over
+    for the newest intact one, and refused in one line when none is left, before anything is
+    written. Returns a `checkpoint_io.ResumeChoice`."""
+    from phiscale.train.checkpoint_io import ResumeChoice, checkpoint_step, choose_resume, refuse_unresumable
+
     if cfg.resume not in RESUME_MODES:
         raise PhiscaleError(f"resume={cfg.resume!r} is not one of: {', '.join(RESUME_MODES)}")
     if cfg.ckpt_path:
         path = Path(cfg.ckpt_path).expanduser()
         if not path.exists():
             raise PhiscaleError(f"ckpt_path={cfg.ckpt_path} does not exist; give an existing .ckpt (or drop ckpt_path)")
-        return path
-    last = ckpt_dir / LAST
-    if not last.exists():
-        return None
+        try:
+            return ResumeChoice(path, max(checkpoint_step(path), 0))
+        except Exception as err:  # noqa: BLE001 (whatever it is, it cannot be resumed from)
+            raise PhiscaleError(f"ckpt_path={cfg.ckpt_path} is not a readable checkpoint ({type(err).__name__}); "
+                                "give an intact .ckpt (or drop ckpt_path)") from None
+    candidates = [ckpt_dir / LAST, ckpt_dir / BEST]
+    present = [path for path in candidates if path.exists()]
+    if not present:
+        return ResumeChoice(None, 0)
     if cfg.resume == "never":
         raise PhiscaleError(
-            f"{last} exists and resume=never; use resume=auto to continue it, or a new paths.output_dir / run_name"
+            f"{present[0]} exists and resume=never; use resume=auto to continue it, or a new paths.output_dir / run_name"
         )
-    return last
+    choice = choose_resume(candidates)
+    refuse_unresumable(choice, ckpt_dir.parent)
+    return choice
 
 
 def finished_summary(plan: RunPlan, cfg: DictConfig) -> dict | None:

@@ -30,7 +30,7 @@ def run_training(cfg: DictConfig, extra_callbacks: Iterable[Any] = (), extra_tag
 
     from phiscale import tracking
     from phiscale.models import build_model
-    from phiscale.train import metadata
+    from phiscale.train import checkpoint_io, metadata
     from phiscale.train.datamodule import ImageDataModule
     from phiscale.train.module import ImageClassifier
     from phiscale.train.seeding import seed_rank_stream
@@ -47,6 +47,9 @@ def run_training(cfg: DictConfig, extra_callbacks: Iterable[Any] = (), extra_tag
     rank = global_rank_from_env()
     if (done := finished_summary(plan, cfg)) is not None:
         return _already_finished(plan, done) if rank == 0 else {}
+    if rank == 0:  # what an earlier, killed attempt left: unreadable checkpoints aside, its temporaries gone
+        checkpoint_io.set_aside(plan.unreadable, plan.resume_from)
+        checkpoint_io.remove_stale_temps(plan.ckpt_dir)
 
     L.seed_everything(plan.seed, workers=True, verbose=False)  # the initial weights: the same on every rank
     torch.set_num_threads(torch_threads(plan))
@@ -100,7 +103,7 @@ def _open_run(logger, plan: RunPlan, cfg: DictConfig, model) -> None:
         logger.log_metrics(metadata.profile_metrics(model, plan), step=0)
         for dataset, tags in metadata.dataset_inputs(cfg.data):
             logger.log_dataset(dataset, tags)
-    logger.log_metrics({"run/restarts": float(record.restarts)}, step=metadata.checkpoint_step(plan.resume_from))
+    logger.log_metrics({"run/restarts": float(record.restarts)}, step=plan.resume_step)
     logger.flush()
     where = logger.run_url or f"not in the store yet (journal: {logger.journal.path})"
     print(f"phiscale: training {metadata.describe(plan, str(cfg.data.name))}\n"

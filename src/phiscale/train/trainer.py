@@ -20,6 +20,7 @@ from phiscale.train.callbacks import (
     SignalCheckpoint,
     ThroughputMonitor,
 )
+from phiscale.train.checkpoint_io import AtomicCheckpointIO
 from phiscale.train.plan import RunPlan
 
 # Lightning's INFO lines that phiscale's own start line replaces, and its advertisement.
@@ -98,7 +99,7 @@ def build_trainer(cfg: DictConfig, plan: RunPlan, logger, extra_callbacks: Itera
         logger=logger,
         callbacks=[*callbacks, *extra_callbacks],
         default_root_dir=str(plan.output_dir),
-        plugins=slurm_plugins(),
+        plugins=[AtomicCheckpointIO(), *slurm_plugins()],  # checkpoints never through the system temp dir
     )
     return trainer, StopCallbacks(signals, best)
 

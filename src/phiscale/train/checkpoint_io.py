@@ -1,0 +1,169 @@
+"""Checkpoints that survive a kill mid-write, and the choice of the one a restart resumes from.
+
+Lightning's own writer (`lightning.fabric.utilities.cloud_io._atomic_save`) goes through fsspec's
+transaction: a temporary file in the system temp dir, then a move. On a cluster `/tmp` is
+node-local and the output dir is on a shared file system, so the move is a copy onto the target
+(`os.rename` fails with EXDEV): not atomic, and `/tmp` must hold the whole checkpoint.
+`AtomicCheckpointIO` writes a temporary file beside the target instead, flushes and fsyncs it and
+`os.replace`s it onto the target (POSIX rename(2): atomic within one directory), so the previous
+checkpoint stays whole until the new one is complete.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+from phiscale.errors import PhiscaleError
+
+TEMP_SUFFIX = ".tmp"
+UNREADABLE = ".unreadable"
+
+
+def temp_path(path: Path) -> Path:
+    """Where `path` is written before it is complete: beside it (same file system), hidden."""
+    return path.with_name(f".{path.name}.{os.getpid()}{TEMP_SUFFIX}")
+
+
+def write_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike[str]) -> None:
+    """torch.save to a temporary file beside `path`, flush + fsync, os.replace, fsync the directory."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = temp_path(path)
+    try:
+        with open(temp, "wb") as f:
+            torch.save(checkpoint, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)  # the rename itself is durable
+    finally:
+        os.close(directory)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint IO for files, written by `write_checkpoint` (DeepSpeed writes its own dirs)."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError("AtomicCheckpointIO takes no storage_options")
+        write_checkpoint(checkpoint, path)
+
+
+# ---------------------------------------------------------------- on start -----
+@dataclass(frozen=True)
+class ResumeChoice:
+    """The checkpoint a start resumes from, and the unreadable ones it passed over."""
+
+    path: Path | None
+    step: int
+    unreadable: tuple[tuple[Path, str], ...] = ()
+
+
+def checkpoint_step(path: Path) -> int:
+    """The optimizer step a checkpoint was saved at; OSError/RuntimeError/… when it cannot be read.
+
+    A file is read with mmap (the tensors are not loaded): a truncated file has no zip central
+    directory and fails here at once. A DeepSpeed checkpoint directory is whole once its `latest`
+    tag exists (DeepSpeed writes it last); its step is not read here (-1)."""
+    if path.is_dir():
+        if not (path / "latest").is_file():
+            raise FileNotFoundError(f"{path / 'latest'} is missing (the DeepSpeed save did not finish)")
+        return -1
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise ValueError("not a Lightning checkpoint (no state_dict)")
+    return int(checkpoint.get("global_step", 0))
+
+
+def _reason(path: Path, err: BaseException) -> str:
+    if path.is_file() and path.stat().st_size == 0:
+        return "empty file"
+    first = str(err).splitlines()[0] if str(err) else ""
+    return f"{type(err).__name__}: {first}"[:160]
+
+
+def choose_resume(candidates: Iterable[Path]) -> ResumeChoice:
+    """The readable checkpoint with the highest step among `candidates` (earlier ones win ties:
+    list last.ckpt first); the unreadable ones with why. No candidate on disk: path None."""
+    best: tuple[int, Path] | None = None
+    unreadable = []
+    for path in candidates:
+        if not path.exists():
+            continue
+        try:
+            step = checkpoint_step(path)
+        except Exception as err:  # noqa: BLE001 (any failure to read means: not resumable)
+            unreadable.append((path, _reason(path, err)))
+            continue
+        if best is None or step > best[0]:
+            best = (step, path)
+    if best is None:
+        return ResumeChoice(None, 0, tuple(unreadable))
+    return ResumeChoice(best[1], max(best[0], 0), tuple(unreadable))
+
+
+def refuse_unresumable(choice: ResumeChoice, output_dir: Path) -> None:
+    """Nothing intact to resume from, though checkpoints exist: one line; nothing is changed."""
+    if choice.path is None and choice.unreadable:
+        names = "; ".join(f"{p.name} ({why})" for p, why in choice.unreadable)
+        raise PhiscaleError(
+            f"cannot resume {output_dir}: no intact checkpoint ({names}); start a new run with another "
+            "paths.output_dir or run_name, or give ckpt_path=<an intact .ckpt>"
+        )
+
+
+def set_aside(unreadable: Iterable[tuple[Path, str]], resumed_from: Path | None) -> list[Path]:
+    """Move each unreadable checkpoint to `<name>.unreadable-<time>` (kept for a look, never read
+    again), with one line each; returns where they went."""
+    moved = []
+    for path, why in unreadable:
+        target = path.with_name(f"{path.name}{UNREADABLE}-{time.strftime('%Y%m%dT%H%M%S')}")
+        try:
+            os.replace(path, target)
+        except FileNotFoundError:
+            continue  # another rank of this run moved it first
+        moved.append(target)
+        print(f"phiscale: {path} is unreadable ({why}); moved to {target.name}, resuming from {resumed_from}",
+              flush=True)
+    return moved
+
+
+STALE_TEMP = re.compile(r"^\..+\.(\d+)" + re.escape(TEMP_SUFFIX) + "$")
+
+
+def remove_stale_temps(ckpt_dir: Path) -> list[Path]:
+    """Temporary files an earlier, killed attempt left behind (their writer's pid is gone)."""
+    removed = []
+    for path in ckpt_dir.glob(f".*{TEMP_SUFFIX}"):
+        match = STALE_TEMP.match(path.name)
+        if match is None or _alive(int(match.group(1))):
+            continue
+        path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
