@@ -209,6 +209,20 @@ class RunLogger(Logger):
         self.journal.append("artifact", path=recorded, artifact_path=artifact_path)
 
     @rank_zero_only
+    def log_model(self, path: str | os.PathLike[str], *, params: Mapping[str, Any], metrics: Mapping[str, float],
+                  step: int, register: str | None = None) -> None:
+        """A saved MLflow model (`tracking.models.save_serving_model`) to log as the run's LoggedModel
+        with `params` and the val `metrics` at `step`; with `register`, a new version of that name."""
+        self.open()
+        path = Path(path).resolve()
+        try:
+            recorded = str(path.relative_to(self.output_dir.resolve()))
+        except ValueError:
+            recorded = str(path)
+        self.journal.append("model", path=recorded, params={k: str(v) for k, v in params.items()},
+                            metrics={k: float(v) for k, v in metrics.items()}, step=int(step), register=register)
+
+    @rank_zero_only
     def log_dataset(self, dataset: Mapping[str, Any], tags: Mapping[str, str] | None = None) -> None:
         """The run's input dataset (MLflow's inputs: name, digest, source, profile)."""
         self.open()

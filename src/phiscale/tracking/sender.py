@@ -262,6 +262,8 @@ class Sender:
             mlflow.log_artifact(run_id, str(path), entry.get("artifact_path"))
         elif op == "inputs":
             self._log_inputs(batch[0])
+        elif op == "model":
+            self._log_model(batch[0])
         elif op == "status":
             status = batch[0]["status"]
             if status not in MLFLOW_STATUS:
@@ -298,6 +300,19 @@ class Sender:
                           source=fields["source"], schema=fields.get("schema"), profile=fields.get("profile"))
         tags = [InputTag(k, v) for k, v in entry.get("tags", {}).items()]
         self.mlflow.log_inputs(self.record.run_id, datasets=[DatasetInput(dataset, tags)])
+
+    def _log_model(self, entry: dict[str, Any]) -> None:
+        """The run's model as a LoggedModel (and a registered version): `tracking.models.send_model`."""
+        from phiscale.tracking.models import send_model
+
+        started = time.monotonic()
+        try:
+            model_id = send_model(self.mlflow, entry, run_id=self.record.run_id,
+                                  experiment_id=self.record.experiment_id, output_dir=self.output_dir)
+        except FileNotFoundError as err:
+            raise Refused(str(err)) from None
+        what = f", registered as {entry['register']}" if entry.get("register") else ""
+        self.log(f"phiscale: logged model models:/{model_id}{what} in {time.monotonic() - started:.1f} s")
 
     # -- bookkeeping and the two log lines ----------------------------------------------------------
     def _sent(self, batch: list[dict[str, Any]]) -> None:

@@ -154,3 +154,54 @@ def describe(plan: RunPlan, data_name: str) -> str:
         f"at {plan.train_resolution}px on {data_name}, {plan.world_size} {plan.accelerator} process(es), "
         f"global batch {plan.global_batch_size}, {plan.precision}"
     )
+
+
+def class_names(data_cfg: Mapping[str, Any], num_classes: int) -> list[str]:
+    """The label names: the digits' own, an ImageFolder's subfolders, else the label numbers."""
+    if data_cfg["name"] == "digits":
+        from phiscale.data.digits import CLASSES
+
+        return list(CLASSES)
+    if data_cfg["loader"] == "torch":
+        from phiscale.data import dataset_sources
+        from phiscale.data.imagefolder import scan_image_folder
+
+        return list(scan_image_folder(dataset_sources(data_cfg)[1]).classes)
+    return [str(i) for i in range(num_classes)]
+
+
+def model_params(plan: RunPlan, data_cfg: Mapping[str, Any], step: int, profile: Mapping[str, float]) -> dict[str, str]:
+    """The LoggedModel's params: what the network is, what it takes, where it came from."""
+    s = plan.scale
+    params = {"model": s.name, "family": s.family, "phi": s.phi, "alpha": s.alpha, "beta": s.beta, "gamma": s.gamma,
+              "width_mult": s.width_mult, "depth_mult": s.depth_mult, "resolution_mult": s.resolution_mult,
+              "eval_resolution": plan.eval_resolution, "num_classes": plan.num_classes,
+              "params": int(profile["model/params"]), "macs": int(profile["model/macs_eval"]),
+              "class_names": json.dumps(class_names(data_cfg, plan.num_classes)),
+              "mean": json.dumps(list(data_cfg["mean"])), "std": json.dumps(list(data_cfg["std"])),
+              "input": "uint8 (N, 3, H, W), 0-255, normalised inside", "checkpoint_step": step,
+              "run_name": plan.run_name, "data": json.dumps(dict(data_cfg))}
+    return {k: (f"{v:g}" if isinstance(v, float) else str(v)) for k, v in params.items() if v is not None}
+
+
+def save_run_model(plan: RunPlan, cfg, best: Path, datamodule) -> tuple[Path, dict[str, str], dict[str, float], int]:
+    """The best checkpoint's network as an MLflow model in `<output_dir>/model` (uint8 in, logits
+    out; a few val images as its input example); returns (path, params, val metrics at its step, step)."""
+    from omegaconf import OmegaConf
+
+    from phiscale.checkpoints import load_model
+    from phiscale.models.profile import count_macs, count_params
+    from phiscale.models.serving import UInt8Classifier, to_uint8
+    from phiscale.tracking.models import MODEL_DIR, save_serving_model
+
+    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
+    loaded = load_model(best)
+    images, _ = next(iter(datamodule.val_loader))
+    example = to_uint8(images[:4].detach().cpu().float(), data_cfg["mean"], data_cfg["std"]).numpy()
+    serving = UInt8Classifier(loaded.network, data_cfg["mean"], data_cfg["std"]).eval()
+    path = save_serving_model(serving, example, plan.num_classes, plan.output_dir / MODEL_DIR)
+    profile = {"model/params": count_params(loaded.network),
+               "model/macs_eval": count_macs(loaded.network, plan.eval_resolution)}
+    metrics = dict(loaded.val_metrics)
+    metrics.setdefault("val/top1_best", loaded.best_val_top1)
+    return path, model_params(plan, data_cfg, loaded.step, profile), metrics, loaded.step

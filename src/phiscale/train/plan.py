@@ -70,6 +70,10 @@ def make_plan(cfg: DictConfig) -> RunPlan:
     tcfg = cfg.trainer
     accelerator, devices = check_trainer(tcfg)
     check_stopping(tcfg)
+    if cfg.tracking.get("register"):
+        from phiscale.tracking.registry import check_name
+
+        check_name(str(cfg.tracking.register))
     tags = apply_budget(cfg)
     kwargs = model_kwargs(cfg.model) | ({"bn_momentum": float(cfg.bn_momentum)} if cfg.bn_momentum is not None else {})
     num_classes = int(cfg.data.num_classes)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -83,7 +84,8 @@ def run_training(cfg: DictConfig, extra_callbacks: Iterable[Any] = (), extra_tag
         error = f"{type(err).__name__}: {err}"
         raise
     finally:
-        summary = _close_run(logger, plan, cfg, trainer, module, stops, status, error, started) if rank == 0 else {}
+        summary = _close_run(logger, plan, cfg, trainer, module, stops, status, error, started,
+                             datamodule) if rank == 0 else {}
     _end_processes(stops, trainer)
     return summary
 
@@ -113,7 +115,7 @@ def _open_run(logger, plan: RunPlan, cfg: DictConfig, model) -> None:
 
 
 def _close_run(logger, plan: RunPlan, cfg: DictConfig, trainer, module, stops, status: str, error: str | None,
-               started: float) -> dict:
+               started: float, datamodule=None) -> dict:
     """Summary and best checkpoint into the journal, the end status, the backlog sent (within
     tracking.drain_timeout_s); one line saying how it ended, one more if the store has not all of it."""
     from phiscale import tracking
@@ -127,6 +129,8 @@ def _close_run(logger, plan: RunPlan, cfg: DictConfig, trainer, module, stops, s
         best = metadata.best_checkpoint_artifact(stops.best.best_model_path, cfg.tracking)
         if best is not None:
             logger.log_artifact(best, "checkpoints")
+        if cfg.tracking.log_model and stops.best.best_model_path:
+            _log_model(logger, plan, cfg, Path(stops.best.best_model_path), datamodule)
     logger.log_artifact(summary_path)
     left = logger.close(status, float(cfg.tracking.drain_timeout_s), error=error)
     summary["run_id"] = logger.run_id
@@ -143,6 +147,25 @@ def _close_run(logger, plan: RunPlan, cfg: DictConfig, trainer, module, stops, s
               f"phiscale: all runs {tracking.experiment_url(logger.tracking_uri, logger.record.experiment_id)}",
               flush=True)
     return summary
+
+
+def _log_model(logger, plan: RunPlan, cfg: DictConfig, best: Path, datamodule) -> None:
+    """The best weights as the run's MLflow model: saved here (pt2, `<output_dir>/model`), journaled
+    for the sender (which logs it, and registers it with tracking.register). A failure is one line
+    and never costs the run."""
+    from phiscale.train import metadata
+
+    started = time.monotonic()
+    try:
+        path, params, metrics, step = metadata.save_run_model(plan, cfg, best, datamodule)
+    except Exception as err:  # noqa: BLE001 (the run itself is done: keep it whatever this hits)
+        print(f"phiscale: the run's model was not logged ({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
+              f"the run and {best} are kept", flush=True)
+        return
+    register = str(cfg.tracking.register) if cfg.tracking.register else None
+    logger.log_model(path, params=params, metrics=metrics, step=step, register=register)
+    print(f"phiscale: saved the model (best.ckpt, step {step}) for MLflow in {time.monotonic() - started:.1f} s",
+          flush=True)
 
 
 def _end_processes(stops, trainer) -> None:

@@ -1,0 +1,83 @@
+"""The Model Registry: a finished run's model as a new version of a name, and the `best` alias.
+
+`best` points at the version with the highest `val/top1_best` (a version tag set when the version
+is created), never at a worse one, and concurrent registrations (an array of sweep points ending
+together) cannot race it onto a worse one: MLflow has no compare-and-set for aliases, so each
+registration, after setting the alias, reads every version and the alias again and repairs it until
+both agree (`settle_best_alias`). The last writer always re-reads after its write, so it sees every
+version created before it; a version created later is settled by its own registration.
+"""
+
+from __future__ import annotations
+
+import math
+
+from phiscale.errors import PhiscaleError
+
+BEST_ALIAS = "best"
+SCORE_TAG = "phiscale.val_top1_best"
+MODEL_ID_TAG = "phiscale.model_id"
+SETTLE_ROUNDS = 50
+
+
+def check_name(name: str) -> str:
+    """A registered model name MLflow takes (not empty, no '/' or ':', which would end a models:/ URI)."""
+    if not name or any(c in name for c in "/:@") or name != name.strip():
+        raise PhiscaleError(f"tracking.register={name!r} is not a model name: use letters, digits, '-', '_' or '.'")
+    return name
+
+
+def score_of(version) -> float:
+    try:
+        return float(version.tags.get(SCORE_TAG, "nan"))
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def best_version(versions) -> str | None:
+    """The version with the highest score; the earliest of equal ones (a tie never moves `best`)."""
+    scored = [v for v in versions if not math.isnan(score_of(v))]
+    if not scored:
+        return None
+    return str(max(scored, key=lambda v: (score_of(v), -int(v.version))).version)
+
+
+def register_version(mlflow, name: str, *, model_id: str, run_id: str, score: float) -> str:
+    """Version `name` for LoggedModel `model_id` (created once: a resend finds it by its tag), then
+    settle `best`; returns the version."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mlflow.create_registered_model(name)
+    except MlflowException as err:
+        if "RESOURCE_ALREADY_EXISTS" not in str(err.error_code):
+            raise
+    existing = [v for v in all_versions(mlflow, name) if v.tags.get(MODEL_ID_TAG) == model_id]
+    if existing:
+        version = str(existing[0].version)
+    else:
+        created = mlflow.create_model_version(name, source=f"models:/{model_id}", run_id=run_id, model_id=model_id,
+                                              tags={SCORE_TAG: f"{score:.6f}", MODEL_ID_TAG: model_id})
+        version = str(created.version)
+    settle_best_alias(mlflow, name)
+    return version
+
+
+def all_versions(mlflow, name: str) -> list:
+    escaped = name.replace("'", "\\'")
+    return list(mlflow.search_model_versions(f"name = '{escaped}'", max_results=10_000))
+
+
+def current_alias(mlflow, name: str) -> str | None:
+    aliases = mlflow.get_registered_model(name).aliases or {}
+    return str(aliases[BEST_ALIAS]) if BEST_ALIAS in aliases else None
+
+
+def settle_best_alias(mlflow, name: str) -> str | None:
+    """Point `best` at the best version, then re-read until the store agrees (see the module doc)."""
+    for _ in range(SETTLE_ROUNDS):
+        best = best_version(all_versions(mlflow, name))
+        if best is None or current_alias(mlflow, name) == best:
+            return best
+        mlflow.set_registered_model_alias(name, BEST_ALIAS, best)
+    raise RuntimeError(f"the `{BEST_ALIAS}` alias of {name} did not settle in {SETTLE_ROUNDS} rounds")
