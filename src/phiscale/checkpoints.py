@@ -55,7 +55,12 @@ class LoadedModel:
     @property
     def eval_resolution(self) -> int | None:
         if self.config is not None:
+            from phiscale.train.plan import dataset_resolution
+
             res = self.config.get("eval_resolution") or self.config.get("train_resolution")
+            scale = getattr(self.network, "scale", None)
+            if not res and scale is not None:  # the run's default: the model's own, carried to the data
+                res = dataset_resolution(scale.resolution, int(self.config["data"]["base_resolution"]))
             return int(res) if res else None
         return int(self.params["eval_resolution"]) if "eval_resolution" in self.params else None
 
@@ -179,8 +184,8 @@ def _load_mlflow(uri: str, tracking_uri: str | None) -> LoadedModel:
         network = load_logged_model(uri, tracking_uri)
     except Exception as err:  # noqa: BLE001 (MLflow's errors for a wrong name, alias or id are many)
         first = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
-        raise PhiscaleError(f"cannot load {uri} ({first}); check the name, version or alias "
-                            "(`mlflow models` / the Model Registry) and MLFLOW_TRACKING_URI / --tracking-uri") from None
+        raise PhiscaleError(f"cannot load {uri} ({first}); check the name, version or alias in "
+                            "the MLflow UI's Model Registry, and MLFLOW_TRACKING_URI / --tracking-uri") from None
     params = info["params"]
     return LoadedModel(uri, network, takes_uint8=True, step=int(params.get("checkpoint_step", 0)), params=params,
                        run_id=info["run_id"])

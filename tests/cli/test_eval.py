@@ -69,12 +69,15 @@ def test_ema_weights_that_were_never_kept_are_named(validated_checkpoint, capsys
         (lambda p: p / "missing.ckpt", "does not exist; pass a .ckpt from <output_dir>/checkpoints/"),
         (lambda p: (torch.save({"state_dict": {}}, p / "x.ckpt"), p / "x.ckpt")[1],
          "has no phiscale run config; was it written by phiscale-train?"),
+        (lambda p: (p / "notes.ckpt").write_text("not a checkpoint") and p / "notes.ckpt",
+         "notes.ckpt is not a checkpoint (not a torch.save zip archive"),
+        (lambda p: "models:/no-such-model@best", "cannot load models:/no-such-model@best ("),
     ],
-    ids=["missing", "not-phiscale"],
+    ids=["missing", "not-phiscale", "not-a-checkpoint", "unknown-model"],
 )
 def test_bad_checkpoints_fail_in_one_line(tmp_path, capsys, make, message):
     with pytest.raises(SystemExit) as exit_info:
-        main([str(make(tmp_path)), "--no-log"])
+        main([str(make(tmp_path)), "--no-log", "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"])
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and message in err and err.count("\n") == 1, err
 

@@ -2,64 +2,16 @@
 
 DeepSpeed saves a directory of per-rank shards (ZeRO 1/2: optimizer shards hold the fp32
 master weights; ZeRO 3: the parameters themselves are partitioned). Evaluation and sharing want
-one plain file, so this merges the shards with DeepSpeed's own zero_to_fp32 reader; a normal
+one plain file, so this merges the shards (`phiscale.checkpoints`, DeepSpeed's zero_to_fp32 reader); a normal
 Lightning `.ckpt` (or a bare state dict) passes through, cast to fp32.
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Mapping
 from pathlib import Path
 
 from phiscale.errors import PhiscaleError, user_errors_as_one_line
-
-# Lightning's DeepSpeed engine wraps the LightningModule; its shards name parameters with this
-# prefix (Lightning's own convert_zero_checkpoint_to_fp32_state_dict strips it the same way).
-LIGHTNING_WRAPPER_PREFIX = "_forward_module."
-
-
-def _deepspeed_dir_and_tag(path: Path, tag: str | None) -> tuple[Path, str | None]:
-    """Accept the checkpoint dir (holding `latest` and tag folders) or one tag folder itself."""
-    if tag is not None:
-        if not (path / tag).is_dir():
-            raise PhiscaleError(
-                f"--tag {tag!r}: no folder {path / tag}; pass one of the tag folders in {path}"
-            )
-        return path, tag
-    if (path / "latest").is_file():
-        return path, None
-    if any(path.glob("*model_states.pt")):  # a tag folder such as global_step10/ or checkpoint/
-        return path.parent, path.name
-    tags = sorted(p.name for p in path.iterdir() if p.is_dir() and any(p.glob("*model_states.pt")))
-    if tags:
-        raise PhiscaleError(f"{path} has no 'latest' file; choose a checkpoint with --tag (one of {tags})")
-    raise PhiscaleError(
-        f"{path} is a directory but not a DeepSpeed checkpoint (no 'latest' file, no *model_states.pt); "
-        "pass a Lightning last.ckpt directory, a deepspeed save_checkpoint directory, or a .ckpt file"
-    )
-
-
-def consolidate_deepspeed(path: Path, tag: str | None = None) -> dict:
-    """Merge a sharded DeepSpeed checkpoint (Lightning's or raw deepspeed's layout) into fp32."""
-    ckpt_dir, tag = _deepspeed_dir_and_tag(path, tag)
-    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
-
-    state = get_fp32_state_dict_from_zero_checkpoint(str(ckpt_dir), tag=tag)
-    return {k.removeprefix(LIGHTNING_WRAPPER_PREFIX): v for k, v in state.items()}
-
-
-def load_plain(path: Path) -> dict:
-    """The state dict of a Lightning `.ckpt`, or a file that already is a state dict."""
-    import torch
-
-    # weights_only=False: Lightning checkpoints pickle hyper-parameters; load only your own files.
-    obj = torch.load(path, map_location="cpu", weights_only=False)
-    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
-        return dict(obj["state_dict"])
-    if isinstance(obj, Mapping) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
-        return dict(obj)
-    raise PhiscaleError(f"{path} holds neither a Lightning checkpoint ('state_dict' key) nor a state dict")
 
 
 def export(
@@ -68,10 +20,10 @@ def export(
     """Write one fp32 state dict for `checkpoint` to `out` and return it."""
     import torch
 
-    src, dst = Path(checkpoint).expanduser(), Path(out).expanduser()
-    if not src.exists():
-        raise PhiscaleError(f"checkpoint {str(src)!r} does not exist; pass a last.ckpt file or directory")
-    state = consolidate_deepspeed(src, tag) if src.is_dir() else load_plain(src)
+    from phiscale.checkpoints import state_dict
+
+    dst = Path(out).expanduser()
+    state = state_dict(checkpoint, tag)
     if strip_prefix:
         if not any(k.startswith(strip_prefix) for k in state):
             raise PhiscaleError(

@@ -57,7 +57,8 @@ def save_serving_model(model, example, num_classes: int, out_dir: Path) -> Path:
     return out_dir
 
 
-def send_model(mlflow, entry: Mapping[str, Any], *, run_id: str, experiment_id: str, output_dir: Path) -> str:
+def send_model(mlflow, entry: Mapping[str, Any], *, run_id: str, experiment_id: str, output_dir: Path,
+               tracking_uri: str) -> str:
     """The sender's half: the LoggedModel (found again on a resend), its metrics at the checkpoint's
     step linked to the run, its files, READY; then the registration. Returns the model id."""
     from mlflow.entities import LoggedModelOutput, LoggedModelStatus, Metric
@@ -89,17 +90,21 @@ def send_model(mlflow, entry: Mapping[str, Any], *, run_id: str, experiment_id: 
         mlflow.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
     if entry.get("register"):
         registry.register_version(mlflow, entry["register"], model_id=model.model_id, run_id=run_id,
-                                  score=float(entry["metrics"].get("val/top1_best", float("nan"))))
+                                  score=float(entry["metrics"].get("val/top1_best", float("nan"))),
+                                  tracking_uri=tracking_uri)
     return model.model_id
 
 
 def model_info(uri: str, tracking_uri: str | None = None) -> dict[str, Any]:
     """What `runs:/…`, `models:/NAME/VERSION`, `models:/NAME@ALIAS` or `models:/<model_id>` names: the
     LoggedModel's id, params and source run (for phiscale-eval's data and its MLflow writes)."""
+    import logging
+
     import mlflow
 
     from phiscale.tracking.store import client
 
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)  # "Creating initial tables..."
     previous = mlflow.get_tracking_uri() if tracking_uri else None
     if tracking_uri:
         mlflow.set_tracking_uri(tracking_uri)

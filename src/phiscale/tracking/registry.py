@@ -42,9 +42,11 @@ def best_version(versions) -> str | None:
     return str(max(scored, key=lambda v: (score_of(v), -int(v.version))).version)
 
 
-def register_version(mlflow, name: str, *, model_id: str, run_id: str, score: float) -> str:
+def register_version(mlflow, name: str, *, model_id: str, run_id: str, score: float, tracking_uri: str) -> str:
     """Version `name` for LoggedModel `model_id` (created once: a resend finds it by its tag), then
-    settle `best`; returns the version."""
+    settle `best`; returns the version. (With a sqlite store MLflow resolves the `models:/<id>` source
+    in the process's global tracking URI, not the client's (its own TODO in
+    `SqlAlchemyStore.create_model_version`): set to `tracking_uri` for that call.)"""
     from mlflow.exceptions import MlflowException
 
     try:
@@ -56,8 +58,15 @@ def register_version(mlflow, name: str, *, model_id: str, run_id: str, score: fl
     if existing:
         version = str(existing[0].version)
     else:
-        created = mlflow.create_model_version(name, source=f"models:/{model_id}", run_id=run_id, model_id=model_id,
-                                              tags={SCORE_TAG: f"{score:.6f}", MODEL_ID_TAG: model_id})
+        import mlflow as fluent
+
+        previous = fluent.get_tracking_uri()
+        fluent.set_tracking_uri(tracking_uri)
+        try:
+            created = mlflow.create_model_version(name, source=f"models:/{model_id}", run_id=run_id, model_id=model_id,
+                                                  tags={SCORE_TAG: f"{score:.6f}", MODEL_ID_TAG: model_id})
+        finally:
+            fluent.set_tracking_uri(previous)
         version = str(created.version)
     settle_best_alias(mlflow, name)
     return version

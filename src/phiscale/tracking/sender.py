@@ -308,7 +308,8 @@ class Sender:
         started = time.monotonic()
         try:
             model_id = send_model(self.mlflow, entry, run_id=self.record.run_id,
-                                  experiment_id=self.record.experiment_id, output_dir=self.output_dir)
+                                  experiment_id=self.record.experiment_id, output_dir=self.output_dir,
+                                  tracking_uri=self.uri)
         except FileNotFoundError as err:
             raise Refused(str(err)) from None
         what = f", registered as {entry['register']}" if entry.get("register") else ""

@@ -1,0 +1,71 @@
+"""The `best` alias: the highest val/top1_best under a name, never a worse one, even when several
+processes register at the same moment against one real `mlflow server`."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from phiscale.errors import PhiscaleError
+from phiscale.tracking.registry import SCORE_TAG, best_version, check_name
+
+# One registration, started when the go-file appears (all of them at once), as a sweep's array ends.
+REGISTER = """
+import pathlib, sys, time
+from mlflow.tracking import MlflowClient
+from phiscale.tracking.registry import register_version
+uri, name, model_id, run_id, score, go = sys.argv[1:]
+deadline = time.monotonic() + 120
+while not pathlib.Path(go).exists() and time.monotonic() < deadline:
+    time.sleep(0.005)
+print(register_version(MlflowClient(uri), name, model_id=model_id, run_id=run_id, score=float(score),
+                       tracking_uri=uri))
+"""
+
+
+def version(number: int, score: str | None):
+    return SimpleNamespace(version=str(number), tags={SCORE_TAG: score} if score is not None else {})
+
+
+def test_the_best_version_is_the_highest_score_and_the_earliest_of_a_tie():
+    assert best_version([version(1, "0.5"), version(2, "0.9"), version(3, "0.7")]) == "2"
+    assert best_version([version(1, "0.9"), version(2, "0.9")]) == "1", "a tie never moves the alias"
+    assert best_version([version(1, None), version(2, "oops")]) is None, "versions without a score are not ranked"
+
+
+@pytest.mark.parametrize("name", ["", "a/b", "x:y", "n@best", " pad"])
+def test_a_name_that_would_break_a_models_uri_is_refused(name):
+    with pytest.raises(PhiscaleError, match=r"tracking.register=.* is not a model name"):
+        check_name(name)
+
+
+@pytest.mark.slow
+def test_concurrent_registrations_leave_best_on_the_highest_score(mlflow_server, tmp_path):
+    client = MlflowClient(mlflow_server.url)
+    experiment_id = client.create_experiment("registry-race")
+    name = "race"
+    rng = random.Random(7)
+    scores = [round(rng.uniform(0.5, 0.99), 4) for _ in range(12)]
+    for wave in (scores[:6], scores[6:]):  # two arrays ending one after the other
+        go = tmp_path / f"go-{len(wave)}-{wave[0]}"
+        procs = []
+        for score in wave:
+            run = client.create_run(experiment_id)
+            model = client.create_logged_model(experiment_id, name="model", source_run_id=run.info.run_id)
+            procs.append(subprocess.Popen([sys.executable, "-c", REGISTER, mlflow_server.url, name, model.model_id,
+                                           run.info.run_id, str(score), str(go)], stdout=subprocess.PIPE,
+                                          stderr=subprocess.PIPE, text=True))
+        go.touch()
+        for proc in procs:
+            out, err = proc.communicate(timeout=300)
+            assert proc.returncode == 0, err[-3000:]
+        versions = client.search_model_versions(f"name = '{name}'")
+        best = client.get_model_version_by_alias(name, "best")
+        top = max(float(v.tags[SCORE_TAG]) for v in versions)
+        assert float(best.tags[SCORE_TAG]) == top, f"best is at {best.tags[SCORE_TAG]}, the highest is {top}"
+    assert len(client.search_model_versions(f"name = '{name}'")) == 12
