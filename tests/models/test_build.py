@@ -161,6 +161,7 @@ def test_unknown_model_lists_the_valid_names():
     [
         ("efficientnet", {"phi": -1.0}, "phi=-1.0"),
         ("efficientnet", {"phi": float("nan")}, "phi=nan"),
+        ("efficientnet", {"phi": 1e9}, r"phi=1e\+09 is out of range: phi must be in \[0, 20\]"),
         ("mobilenet_v2", {"width_mult": 0.0}, "width_mult=0.0"),
         ("mobilenet_v1", {"width_mult": -0.5}, "width_mult=-0.5"),
         ("mobilenet_v2", {"resolution": 16}, "total stride 32"),

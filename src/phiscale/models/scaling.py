@@ -84,10 +84,18 @@ _EXAMPLES = {"alpha": "1.2", "beta": "1.1", "gamma": "1.15", "max_macs": "4e8", 
              "max_memory": "5e7"}
 
 
+# The largest φ taken: FLOPs grow about 2^φ, so φ=20 is a million times B0's (about 4e14 MACs per
+# image); far beyond it α^φ overflows a float (phi=1e9 ended in an OverflowError in `compound`).
+MAX_PHI = 20.0
+
+
 def check_phi(phi: float) -> float:
-    """Validate φ: a finite real number >= 0 (φ=0 is EfficientNet-B0)."""
+    """Validate φ: a real number in [0, MAX_PHI] (φ=0 is EfficientNet-B0)."""
     if isinstance(phi, bool) or not isinstance(phi, numbers.Real) or not math.isfinite(phi) or phi < 0:
         raise PhiscaleError(f"phi={phi!r} must be a finite number >= 0 (phi=0 is EfficientNet-B0; try phi=1)")
+    if phi > MAX_PHI:
+        raise PhiscaleError(f"phi={phi:g} is out of range: phi must be in [0, {MAX_PHI:g}] (FLOPs grow about 2^phi; "
+                            f"phi={MAX_PHI:g} is a million times EfficientNet-B0's); try phi=1")
     return float(phi)
 
 
