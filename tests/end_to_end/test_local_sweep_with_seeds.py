@@ -1,5 +1,5 @@
-"""A recorded sweep trained here (`phiscale-sweep submit --local`): 2 points × 3 seeds, real training,
-one parent run with 6 children; then `phiscale-report --sweep`: 2 rows, mean ± std over the seeds,
+"""A recorded sweep trained here (`phiscale-sweep submit --local --register`): 2 points × 3 seeds, real
+training, one parent run with 6 children, each a version of one registered model whose `best` is the winner; then `phiscale-report --sweep`: 2 rows, mean ± std over the seeds,
 error bars in the plots; `status` and `resume` agree that the sweep is complete."""
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ def test_a_local_sweep_with_seeds_and_its_report(tmp_path):
     (tmp_path / "seeded.yaml").write_text(SWEEP)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     store = [f"paths.root={tmp_path}/out", f"tracking.uri={uri}", "tracking.experiment=seeded"]
-    done = sweep_cli("submit", str(tmp_path / "seeded.yaml"), *STEPS, *store, "--local", timeout=1800)
+    done = sweep_cli("submit", str(tmp_path / "seeded.yaml"), *STEPS, *store, "--local", "--register", "seeded-net",
+                     timeout=1800)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     sweep_id = done.stdout.split()[1].rstrip(":")
     assert f"sweep {sweep_id}: 6 finished; parent run FINISHED" in done.stdout
@@ -49,6 +50,12 @@ def test_a_local_sweep_with_seeds_and_its_report(tmp_path):
     assert sorted((r.data.tags["sweep_point"], r.data.tags["seed"]) for r in children) == [
         (p, s) for p in "01" for s in "012"]
     assert all(r.info.status == "FINISHED" for r in children)
+    # --register: every run is a version of seeded-net, and models:/seeded-net@best is the sweep's winner
+    versions = client.search_model_versions("name = 'seeded-net'")
+    assert sorted(v.run_id for v in versions) == sorted(r.info.run_id for r in children)
+    best = client.get_model_version_by_alias("seeded-net", "best")
+    top1 = {r.info.run_id: r.data.metrics["val/top1_best"] for r in children}
+    assert top1[best.run_id] == max(top1.values()), f"best is {top1[best.run_id]}, the winner {max(top1.values())}"
 
     out = tmp_path / "report"
     report = subprocess.run([sys.executable, "-m", "phiscale.cli.report", "--sweep", "seeded", "--root",

@@ -63,6 +63,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         _max_parallel(parser)
     if command in ("submit", "resume"):
         _launch_options(parser)
+    if command == "submit":
+        parser.add_argument("--register", metavar="NAME", default=None,
+                            help="register every finished run's model as a version of NAME (alias best: the highest "
+                                 "val/top1_best), i.e. tracking.register=NAME for every run")
     return parser
 
 
@@ -167,7 +171,12 @@ def run_submit(args: argparse.Namespace) -> int:
     check_max_parallel(args.max_parallel)
     if args.local and args.sbatch_arg:
         raise PhiscaleError(f"--sbatch-arg {' '.join(args.sbatch_arg)} has no effect with --local; drop one of them")
-    record = new_sweep(args.file, args.extra, submit_command=_command_line())
+    extra = list(args.extra)
+    if args.register is not None:  # every point registers its model: models:/NAME@best is the sweep's winner
+        from phiscale.tracking.registry import check_name
+
+        extra.append(f"tracking.register={check_name(args.register)}")
+    record = new_sweep(args.file, extra, submit_command=_command_line())
     print(f"sweep {record.id}: {len(record.points)} runs of {record.name}; record {record.path}")
     print(f"parent MLflow run {record.parent_run_id} in experiment {record.experiment!r} at {record.tracking_uri}")
     return _launch(record, [p.index for p in record.points], args)
