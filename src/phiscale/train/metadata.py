@@ -184,7 +184,8 @@ def model_params(plan: RunPlan, data_cfg: Mapping[str, Any], step: int, profile:
     return {k: (f"{v:g}" if isinstance(v, float) else str(v)) for k, v in params.items() if v is not None}
 
 
-def save_run_model(plan: RunPlan, cfg, best: Path, datamodule) -> tuple[Path, dict[str, str], dict[str, float], int]:
+def save_run_model(plan: RunPlan, cfg, best: Path, datamodule, best_val_top1: float
+                   ) -> tuple[Path, dict[str, str], dict[str, float], int]:
     """The best checkpoint's network as an MLflow model in `<output_dir>/model` (uint8 in, logits
     out; a few val images as its input example); returns (path, params, val metrics at its step, step)."""
     from omegaconf import OmegaConf
@@ -202,6 +203,6 @@ def save_run_model(plan: RunPlan, cfg, best: Path, datamodule) -> tuple[Path, di
     path = save_serving_model(serving, example, plan.num_classes, plan.output_dir / MODEL_DIR)
     profile = {"model/params": count_params(loaded.network),
                "model/macs_eval": count_macs(loaded.network, plan.eval_resolution)}
-    metrics = dict(loaded.val_metrics)
-    metrics.setdefault("val/top1_best", loaded.best_val_top1)
+    metrics = dict(loaded.val_metrics)  # a DeepSpeed directory has none: the run's best score at least
+    metrics.setdefault("val/top1_best", float(best_val_top1))
     return path, model_params(plan, data_cfg, loaded.step, profile), metrics, loaded.step

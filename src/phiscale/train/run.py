@@ -130,7 +130,7 @@ def _close_run(logger, plan: RunPlan, cfg: DictConfig, trainer, module, stops, s
         if best is not None:
             logger.log_artifact(best, "checkpoints")
         if cfg.tracking.log_model and stops.best.best_model_path:
-            _log_model(logger, plan, cfg, Path(stops.best.best_model_path), datamodule)
+            _log_model(logger, plan, cfg, Path(stops.best.best_model_path), datamodule, module.best_val_top1)
     logger.log_artifact(summary_path)
     left = logger.close(status, float(cfg.tracking.drain_timeout_s), error=error)
     summary["run_id"] = logger.run_id
@@ -149,7 +149,7 @@ def _close_run(logger, plan: RunPlan, cfg: DictConfig, trainer, module, stops, s
     return summary
 
 
-def _log_model(logger, plan: RunPlan, cfg: DictConfig, best: Path, datamodule) -> None:
+def _log_model(logger, plan: RunPlan, cfg: DictConfig, best: Path, datamodule, best_val_top1: float) -> None:
     """The best weights as the run's MLflow model: saved here (pt2, `<output_dir>/model`), journaled
     for the sender (which logs it, and registers it with tracking.register). A failure is one line
     and never costs the run."""
@@ -157,7 +157,7 @@ def _log_model(logger, plan: RunPlan, cfg: DictConfig, best: Path, datamodule) -
 
     started = time.monotonic()
     try:
-        path, params, metrics, step = metadata.save_run_model(plan, cfg, best, datamodule)
+        path, params, metrics, step = metadata.save_run_model(plan, cfg, best, datamodule, best_val_top1)
     except Exception as err:  # noqa: BLE001 (the run itself is done: keep it whatever this hits)
         print(f"phiscale: the run's model was not logged ({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
               f"the run and {best} are kept", flush=True)
