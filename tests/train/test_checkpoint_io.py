@@ -22,6 +22,8 @@ from phiscale.errors import PhiscaleError
 from phiscale.train.checkpoint_io import (
     checkpoint_step,
     choose_resume,
+    keep_latest,
+    kept_steps,
     refuse_unresumable,
     remove_stale_temps,
     set_aside,
@@ -68,6 +70,19 @@ def test_the_newest_intact_checkpoint_is_chosen_and_the_unreadable_named(tmp_pat
                                             r"Lightning checkpoint.*best.ckpt \(empty file\)\); start a new run") as err:
         refuse_unresumable(nothing, tmp_path)
     assert "\n" not in str(err.value)
+
+
+def test_keep_latest_k_keeps_each_kept_step_s_own_bytes_and_the_resume_takes_the_newest_intact(tmp_path):
+    last = tmp_path / "last.ckpt"
+    for step in (4, 8, 12):
+        write_checkpoint({"state_dict": {"w": torch.full((2,), float(step))}, "global_step": step}, last)
+        keep_latest(last, step, k=2)
+    kept = kept_steps(tmp_path)
+    assert [p.name for p in kept] == ["step-00000008.ckpt", "step-00000012.ckpt"], "only the 2 latest are kept"
+    assert [checkpoint_step(p) for p in kept] == [8, 12], "a kept step must keep its own checkpoint"
+    last.write_bytes(last.read_bytes()[:100])
+    kept[1].write_bytes(b"")
+    assert choose_resume([last, tmp_path / "best.ckpt", *reversed(kept)]).path == kept[0]
 
 
 def test_only_the_temporaries_of_dead_writers_are_removed(tmp_path):

@@ -90,9 +90,10 @@ class LastCheckpoint(L.Callback):
     see `tracking.RunLogger.flush`.)
     """
 
-    def __init__(self, ckpt_dir: Path, every_n_steps: int) -> None:
+    def __init__(self, ckpt_dir: Path, every_n_steps: int, keep_latest_k: int = 0) -> None:
         self.path = Path(ckpt_dir) / LAST
         self.every = max(1, every_n_steps)
+        self.keep_latest_k = keep_latest_k
         self._saved_at = -1
 
     def save(self, trainer) -> None:
@@ -104,6 +105,10 @@ class LastCheckpoint(L.Callback):
         for logger in trainer.loggers:
             getattr(logger, "flush", logger.save)()
         trainer.save_checkpoint(self.path, weights_only=False)
+        if self.keep_latest_k and trainer.is_global_zero:
+            from phiscale.train.checkpoint_io import keep_latest
+
+            keep_latest(self.path, trainer.global_step, self.keep_latest_k)
         self._saved_at = trainer.global_step
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:

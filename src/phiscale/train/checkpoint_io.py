@@ -63,6 +63,44 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         write_checkpoint(checkpoint, path)
 
 
+# ---------------------------------------------------------------- retention -----
+STEP_PATTERN = re.compile(r"^step-(\d+)\.ckpt$")
+
+
+def step_path(ckpt_dir: Path, step: int) -> Path:
+    return ckpt_dir / f"step-{step:08d}.ckpt"
+
+
+def kept_steps(ckpt_dir: Path) -> list[Path]:
+    """The kept step checkpoints, oldest first."""
+    found = [(int(m.group(1)), p) for p in ckpt_dir.glob("step-*.ckpt") if (m := STEP_PATTERN.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def keep_latest(last: Path, step: int, k: int) -> list[Path]:
+    """Keep `last` (just written, whole) as `step-<step>.ckpt` too, and only the k latest of those
+    (torchtitan's keep_latest_k). A hard link: no second write, and the next last.ckpt is a new file
+    (os.replace), so the link keeps this one's bytes. Files only (a DeepSpeed directory is skipped).
+    Returns the removed ones."""
+    if k <= 0 or not last.is_file():
+        return []
+    target = step_path(last.parent, step)
+    if not target.exists():
+        temp = temp_path(target)
+        temp.unlink(missing_ok=True)
+        try:
+            os.link(last, temp)
+        except OSError:  # a file system without hard links: a copy
+            import shutil
+
+            shutil.copyfile(last, temp)
+        os.replace(temp, target)
+    removed = kept_steps(last.parent)[:-k]
+    for path in removed:
+        path.unlink(missing_ok=True)
+    return removed
+
+
 # ---------------------------------------------------------------- on start -----
 @dataclass(frozen=True)
 class ResumeChoice:

@@ -259,6 +259,7 @@ COUNTS = {
     "max_steps": (-1, "-1 for no step limit, else the number of optimizer steps"),
     "log_every_n_steps": (1, "log every N optimizer steps"),
     "ckpt_every_n_steps": (1, "write last.ckpt every N optimizer steps"),
+    "keep_latest_k": (0, "step checkpoints kept beside last.ckpt; 0 keeps last.ckpt only"),
     "accumulate_grad_batches": (1, "batches per optimizer step"),
 }
 
@@ -291,7 +292,8 @@ def global_rank_from_env() -> int:
 
 # ---------------------------------------------------------------- resume -----
 def resume_checkpoint(cfg: DictConfig, ckpt_dir: Path):
-    """`ckpt_path` when given, else (resume=auto) the newest intact of `last.ckpt` and `best.ckpt`:
+    """`ckpt_path` when given, else (resume=auto) the newest intact of `last.ckpt`, `best.ckpt` and the
+    kept `step-*.ckpt` (trainer.keep_latest_k):
     an unreadable last.ckpt (a kill mid-write under an older writer, a full disk) is passed over
     for the newest intact one, and refused in one line when none is left, before anything is
     written. Returns a `checkpoint_io.ResumeChoice`."""
@@ -308,7 +310,9 @@ def resume_checkpoint(cfg: DictConfig, ckpt_dir: Path):
         except Exception as err:  # noqa: BLE001 (whatever it is, it cannot be resumed from)
             raise PhiscaleError(f"ckpt_path={cfg.ckpt_path} is not a readable checkpoint ({type(err).__name__}); "
                                 "give an intact .ckpt (or drop ckpt_path)") from None
-    candidates = [ckpt_dir / LAST, ckpt_dir / BEST]
+    from phiscale.train.checkpoint_io import kept_steps
+
+    candidates = [ckpt_dir / LAST, ckpt_dir / BEST, *reversed(kept_steps(ckpt_dir))]
     present = [path for path in candidates if path.exists()]
     if not present:
         return ResumeChoice(None, 0)

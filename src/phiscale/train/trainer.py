@@ -55,7 +55,7 @@ def build_trainer(cfg: DictConfig, plan: RunPlan, logger, extra_callbacks: Itera
                   ) -> tuple[L.Trainer, StopCallbacks]:
     """The Trainer for `plan`; building it is the last check of the config (Lightning's own)."""
     tcfg = cfg.trainer
-    last = LastCheckpoint(plan.ckpt_dir, int(tcfg.ckpt_every_n_steps))
+    last = LastCheckpoint(plan.ckpt_dir, int(tcfg.ckpt_every_n_steps), int(tcfg.get("keep_latest_k", 0)))
     signals = SignalCheckpoint(last)
     best = L.callbacks.ModelCheckpoint(
         dirpath=plan.ckpt_dir,
