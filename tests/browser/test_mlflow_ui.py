@@ -28,6 +28,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 TRAIN_TIMEOUT_S = 600
 EXPERIMENT = "ui"
+REGISTERED = "ui-net"
 TRAINING_DATASET = "digits-train"
 # What only MLflow's GenAI overview shows (its charts of traces); the training view has none of it.
 GENAI_OVERVIEW = ("Token Usage", "Tokens per Trace")
@@ -46,6 +47,7 @@ class TrainedRun:
     run_url: str  # the run link phiscale-train printed
     experiment_url: str  # the "all runs" link it printed
     val_top1: float  # the run's last val/top1, as MLflow holds it
+    model_id: str  # the run's logged model (registered as REGISTERED)
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +55,7 @@ def trained(mlflow_server, tmp_path_factory) -> TrainedRun:
     """One real short training run tracked to the session's `mlflow server`, system metrics every second."""
     out = tmp_path_factory.mktemp("ui-run") / "run"
     args = [*FAST, f"tracking.uri={mlflow_server.url}", f"tracking.experiment={EXPERIMENT}",
-            "tracking.system_metrics_s=1", f"paths.output_dir={out}"]  # fmt: skip
+            "tracking.system_metrics_s=1", f"paths.output_dir={out}", f"tracking.register={REGISTERED}"]  # fmt: skip
     training = Training(args, out.parent / "train.log")
     assert training.wait(TRAIN_TIMEOUT_S) == 0, training.output()[-3000:]
     printed = re.findall(r"phiscale: MLflow run (http://\S+)", training.output())
@@ -68,8 +70,9 @@ def trained(mlflow_server, tmp_path_factory) -> TrainedRun:
     for name in SYSTEM_METRICS:
         steps = [m.step for m in client.get_metric_history(run.info.run_id, f"system/{name}")]
         assert len(steps) >= 2 and sorted(steps) == list(range(len(steps))), f"system/{name}: steps {steps}"
+    (logged,) = client.search_logged_models([experiment.experiment_id])
     return TrainedRun(mlflow_server.url, experiment.experiment_id, run.info.run_id, run.info.run_name,
-                      printed[-1], experiment_links[-1], run.data.metrics["val/top1"])  # fmt: skip
+                      printed[-1], experiment_links[-1], run.data.metrics["val/top1"], logged.model_id)  # fmt: skip
 
 
 @pytest.fixture
@@ -170,6 +173,15 @@ def test_the_run_page_shows_val_top1_its_dataset_and_system_metrics(trained, bro
     for name in SYSTEM_METRICS:
         browser.wait_for(chart_drawn(f"{trained.run_name} (system/{name})"), f"the system/{name} chart")
     screenshot(browser, tmp_path / "run-system-metrics.png")
+
+
+def test_the_run_page_lists_its_logged_model_and_the_registry_its_versions_and_best(trained, browser, tmp_path):
+    browser.open(trained.run_url)
+    browser.wait_for_text(trained.run_name, "Logged models", trained.model_id)
+    screenshot(browser, tmp_path / "run-logged-model.png")
+    browser.open(f"{trained.server}/#/models/{REGISTERED}")
+    browser.wait_for_text(REGISTERED, "Version 1", "@best")
+    screenshot(browser, tmp_path / "registered-model.png")
 
 
 def test_the_runs_page_lists_a_sweeps_runs(mlflow_server, server_experiment, fake_sweep, browser, tmp_path):
