@@ -85,6 +85,21 @@ def test_keep_latest_k_keeps_each_kept_step_s_own_bytes_and_the_resume_takes_the
     assert choose_resume([last, tmp_path / "best.ckpt", *reversed(kept)]).path == kept[0]
 
 
+def test_a_deepspeed_checkpoint_of_another_world_size_is_refused_before_the_run_opens(fast_cfg, tmp_path):
+    from phiscale.train.plan import make_plan
+
+    # The layout and key DeepSpeed writes (engine._save_checkpoint: `latest`, <tag>/mp_rank_00_model_states.pt
+    # with dp_world_size); a real one needs a GPU (benchmarks/gpu_session.sh covers DeepSpeed itself).
+    ds = tmp_path / "ds" / "last.ckpt"
+    (ds / "checkpoint").mkdir(parents=True)
+    (ds / "latest").write_text("checkpoint")
+    torch.save({"module": None, "dp_world_size": 2}, ds / "checkpoint" / "mp_rank_00_model_states.pt")
+    with pytest.raises(PhiscaleError, match=r"is a DeepSpeed checkpoint of 2 data-parallel ranks and this run has 1: "
+                                            r"DeepSpeed cannot reshard") as err:
+        make_plan(fast_cfg(f"ckpt_path={ds}"))
+    assert "\n" not in str(err.value)
+
+
 def test_only_the_temporaries_of_dead_writers_are_removed(tmp_path):
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     stale = tmp_path / f".last.ckpt.{int(dead.stdout)}.tmp"

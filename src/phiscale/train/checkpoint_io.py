@@ -127,6 +127,30 @@ def checkpoint_step(path: Path) -> int:
     return int(checkpoint.get("global_step", 0))
 
 
+def deepspeed_world_size(path: Path) -> int | None:
+    """The data-parallel world size a DeepSpeed checkpoint directory was written with (DeepSpeed's
+    `dp_world_size` in `<tag>/mp_rank_00_model_states.pt`); None for a file or when it is not said."""
+    if not path.is_dir() or not (path / "latest").is_file():
+        return None
+    states = path / (path / "latest").read_text().strip() / "mp_rank_00_model_states.pt"
+    if not states.is_file():
+        return None
+    value = torch.load(states, map_location="cpu", weights_only=False, mmap=True).get("dp_world_size")
+    return int(value) if value is not None else None
+
+
+def check_world_size(path: Path, world_size: int) -> None:
+    """DeepSpeed cannot load ZeRO optimizer shards written by another number of data-parallel ranks
+    (it fails deep inside loading, after the run opened): refuse that here, in one line."""
+    written = deepspeed_world_size(path)
+    if written is not None and written != world_size:
+        raise PhiscaleError(
+            f"{path} is a DeepSpeed checkpoint of {written} data-parallel ranks and this run has {world_size}: "
+            f"DeepSpeed cannot reshard its ZeRO optimizer state; run with {written} ranks (trainer.devices x "
+            f"trainer.num_nodes), or export its weights (phiscale-export {path} model.pt) and start a new run"
+        )
+
+
 def _reason(path: Path, err: BaseException) -> str:
     if path.is_file() and path.stat().st_size == 0:
         return "empty file"

@@ -99,6 +99,10 @@ def make_plan(cfg: DictConfig) -> RunPlan:
     if precision == "auto":
         precision = "bf16-mixed" if accelerator == "gpu" else "32-true"
     resume = resume_checkpoint(cfg, output_dir / CHECKPOINTS)
+    if resume.path is not None:
+        from phiscale.train.checkpoint_io import check_world_size
+
+        check_world_size(resume.path, devices * int(tcfg.num_nodes))
     return RunPlan(
         run_name=run_name,
         output_dir=output_dir,
