@@ -177,10 +177,14 @@ def test_the_run_page_shows_val_top1_its_dataset_and_system_metrics(trained, bro
 
 def test_the_run_page_lists_its_logged_model_and_the_registry_its_versions_and_best(trained, browser, tmp_path):
     browser.open(trained.run_url)
-    browser.wait_for_text(trained.run_name, "Logged models", trained.model_id)
+    browser.wait_for_text(trained.run_name, "Logged models")
+    # The section names the model ("model") and links to its page, whose URL carries the model id.
+    link = f"Array.from(document.querySelectorAll('a')).some(a => a.href.includes({json.dumps(trained.model_id)}))"
+    browser.wait_for(link, f"a link to logged model {trained.model_id} on the run page")
     screenshot(browser, tmp_path / "run-logged-model.png")
     browser.open(f"{trained.server}/#/models/{REGISTERED}")
-    browser.wait_for_text(REGISTERED, "Version 1", "@best")
+    text = browser.wait_for_text(REGISTERED, "Version 1")
+    assert "best" in text, f"the registered model page shows no best alias:\n{text[:2000]}"
     screenshot(browser, tmp_path / "registered-model.png")
 
 
