@@ -56,6 +56,9 @@ def test_a_registered_run_model_loads_without_phiscale_and_evaluates_to_the_runs
     best = max(m.value for m in client.get_metric_history(run.info.run_id, "val/top1_best"))
     linked = {m.key: m.value for m in logged.metrics}
     assert linked["val/top1_best"] == pytest.approx(best) and "val/top1" in linked and "val/loss" in linked
+    for key in linked:  # linked as the run's own points: its history gains none
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, key)]
+        assert len(steps) == 2 == len(set(steps)), f"{key}: {steps} (one point per epoch)"
 
     version = client.get_model_version_by_alias("digits-net", "best")
     # MLflow 3.17's sqlite registry keeps no model_id column: the version names it by its source (and our tag)

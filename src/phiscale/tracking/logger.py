@@ -23,7 +23,7 @@ from lightning.pytorch.loggers.logger import Logger, rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_only
 
 from phiscale.errors import PhiscaleError
-from phiscale.tracking.journal import Journal, RunRecord, now_ms, tracking_dir
+from phiscale.tracking.journal import Journal, RunRecord, now_ms, read_entries, tracking_dir
 from phiscale.tracking.sender import Sender
 from phiscale.tracking.store import client, is_permanent, run_url, short_http_timeouts
 from phiscale.tracking.system_metrics import PREFIX as SYSTEM_PREFIX
@@ -212,15 +212,27 @@ class RunLogger(Logger):
     def log_model(self, path: str | os.PathLike[str], *, params: Mapping[str, Any], metrics: Mapping[str, float],
                   step: int, register: str | None = None) -> None:
         """A saved MLflow model (`tracking.models.save_serving_model`) to log as the run's LoggedModel
-        with `params` and the val `metrics` at `step`; with `register`, a new version of that name."""
+        with `params` and the val `metrics` of the checkpoint at `step`; with `register`, a new version
+        of that name. The metrics are linked as the points the run already holds (the same value,
+        time and step, found in the journal: MLflow keeps one copy, so the run's history stays as it
+        was); one the journal lacks is linked at `step`."""
         self.open()
         path = Path(path).resolve()
         try:
             recorded = str(path.relative_to(self.output_dir.resolve()))
         except ValueError:
             recorded = str(path)
+        self.journal.sync()
+        points = {}
+        for entry in read_entries(self.journal.path)[0]:
+            if entry["op"] != "metrics":
+                continue
+            for key, value, ts, at in entry["values"]:
+                if key in metrics and at <= step and value == float(metrics[key]):
+                    points[key] = [key, float(value), int(ts), int(at)]  # the latest such point wins
+        linked = [points.get(k, [k, float(v), now_ms(), int(step)]) for k, v in metrics.items()]
         self.journal.append("model", path=recorded, params={k: str(v) for k, v in params.items()},
-                            metrics={k: float(v) for k, v in metrics.items()}, step=int(step), register=register)
+                            metrics=linked, step=int(step), register=register)
 
     @rank_zero_only
     def log_dataset(self, dataset: Mapping[str, Any], tags: Mapping[str, str] | None = None) -> None:

@@ -79,9 +79,9 @@ def send_model(mlflow, entry: Mapping[str, Any], *, run_id: str, experiment_id: 
     step = int(entry["step"])
     if str(getattr(model.status, "name", model.status)) != "READY":
         mlflow.log_outputs(run_id, [LoggedModelOutput(model.model_id, step)])
-        ts = int(entry["t"])
-        mlflow.log_batch(run_id, metrics=[Metric(k, float(v), ts, step, model_id=model.model_id)
-                                          for k, v in entry["metrics"].items()])
+        # the run's own points again, with the model's id: MLflow keeps one copy in the run's history
+        mlflow.log_batch(run_id, metrics=[Metric(k, float(v), int(t), int(at), model_id=model.model_id)
+                                          for k, v, t, at in entry["metrics"]])
         mlmodel = Model.load(str(path / "MLmodel"))
         mlmodel.model_uuid = mlmodel.model_id = model.model_id
         mlmodel.run_id, mlmodel.artifact_path = run_id, model.artifact_location
@@ -90,9 +90,14 @@ def send_model(mlflow, entry: Mapping[str, Any], *, run_id: str, experiment_id: 
         mlflow.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
     if entry.get("register"):
         registry.register_version(mlflow, entry["register"], model_id=model.model_id, run_id=run_id,
-                                  score=float(entry["metrics"].get("val/top1_best", float("nan"))),
+                                  score=score(entry),
                                   tracking_uri=tracking_uri)
     return model.model_id
+
+
+def score(entry: Mapping[str, Any]) -> float:
+    """The model entry's val/top1_best (what `best` ranks by); NaN when it has none."""
+    return next((float(v) for k, v, _, _ in entry["metrics"] if k == "val/top1_best"), float("nan"))
 
 
 def model_info(uri: str, tracking_uri: str | None = None) -> dict[str, Any]:
