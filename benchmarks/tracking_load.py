@@ -278,8 +278,9 @@ class Backend:
         self.label = name if name == "server-postgres" or journal == "wal" else f"{name} ({journal})"
 
     def __enter__(self) -> Backend:
-        from phiscale.mlflow_server import MlflowServer, free_port
-        from phiscale.tracking_server import TrackingServer, prepare_sqlite_store
+        from phiscale.server.database import prepare_sqlite_store
+        from phiscale.server.process import MlflowServer, free_port
+        from phiscale.server.stack import TrackingServer
 
         if self.name == "sqlite":
             return self
@@ -303,7 +304,7 @@ class Backend:
     def uri(self, n: int) -> str:
         if self.server is not None:
             return self.server.url
-        from phiscale.tracking_server import prepare_sqlite_store
+        from phiscale.server.database import prepare_sqlite_store
 
         # a fresh file per round: the writers race on creating its tables
         return prepare_sqlite_store(self.work / f"mlflow-{n}.db", self.journal)

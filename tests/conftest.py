@@ -123,7 +123,7 @@ def populate(tracking_uri: str, experiment: str) -> str:
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory):
     """A real `mlflow server` (sqlite + proxied artifacts) on 127.0.0.1, one per test session."""
-    from phiscale.mlflow_server import MlflowServer
+    from phiscale.server.process import MlflowServer
 
     server = MlflowServer(tmp_path_factory.mktemp("mlflow-server"))
     with server:

@@ -1,5 +1,7 @@
 """tests/ mirrors src/phiscale/: each source module with logic has its test module at the mirrored path
 (`models/scaling.py` -> `tests/models/test_scaling.py`, a package's `__init__.py` -> `test_init.py`).
+And the house keeps its shape: every job in a room (package), only the shared modules loose at the
+top, no module too long to read, the console scripts only parsing and printing.
 
 Run as a script to list the modules without one: `python tests/test_layout.py`.
 """
@@ -39,6 +41,31 @@ def unmirrored() -> list[str]:
 def test_every_module_with_logic_has_a_mirrored_test_module():
     assert unmirrored() == [], "add tests at " + ", ".join(
         str(mirrored_test(PACKAGE / m).relative_to(ROOT)) for m in unmirrored())
+
+
+# The shape of the house (docs/ARCHITECTURE.md): the rooms, what may stay loose at the top, lengths.
+ROOMS = {"models", "data", "augment", "train", "tracking", "sweeps", "slurm", "server", "report", "cli"}
+LOOSE = {"__init__.py", "errors.py", "paths.py", "config.py"}  # what every room uses
+MAX_MODULE_LINES = 450
+MAX_CLI_LINES = {"sweep.py": 250}
+
+
+def test_every_job_has_its_room_and_only_shared_modules_stay_at_the_top():
+    packages = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
+    loose = {p.name for p in PACKAGE.glob("*.py")}
+    assert packages == ROOMS, f"packages differ from the rooms of docs/ARCHITECTURE.md: {sorted(packages ^ ROOMS)}"
+    assert loose <= LOOSE and len(loose) <= 4, f"loose modules beside the packages: {sorted(loose - LOOSE)}"
+    for room in ROOMS - {"cli"}:
+        doc = ast.get_docstring(ast.parse((PACKAGE / room / "__init__.py").read_text()))
+        assert doc and "import" in doc.lower(), f"{room}/__init__.py should say what the room owns and may import"
+
+
+def test_no_module_is_too_long_to_read():
+    lengths = {str(p.relative_to(PACKAGE)): len(p.read_text().splitlines()) for p in PACKAGE.rglob("*.py")}
+    long = {name: n for name, n in lengths.items() if n > MAX_MODULE_LINES}
+    assert not long, f"modules over {MAX_MODULE_LINES} lines (split them by idea): {long}"
+    for name, limit in MAX_CLI_LINES.items():
+        assert lengths[f"cli/{name}"] <= limit, f"cli/{name} has {lengths[f'cli/{name}']} lines (> {limit}): move logic to its room"
 
 
 def test_the_rule_tells_logic_from_declarations(tmp_path):

@@ -6,7 +6,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from phiscale.cli.report import main
-from phiscale.report import CSV_NAME, MARKDOWN_NAME, REPORT_TAG
+from phiscale.report.rows import REPORT_TAG
+from phiscale.report.tables import CSV_NAME, MARKDOWN_NAME
 
 
 def report_runs(uri: str) -> int:

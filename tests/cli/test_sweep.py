@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from phiscale.cli.sweep import describe, format_table, main
-from phiscale.sweeps import load_sweep
+from phiscale.cli.sweep import main
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -52,25 +51,6 @@ def test_a_parallel_limit_below_one_is_refused_in_one_line(capsys, monkeypatch):
     assert "--max-parallel 0 must be at least 1" in err
     assert main(["sweeps/phi.yaml", "--max-parallel", "2"]) == 0
     assert "sbatch --array=0-7%2 slurm/sweep.sbatch sweeps/phi.yaml" in capsys.readouterr().out
-
-
-def test_preset_points_have_no_d_w_r_columns(monkeypatch):
-    monkeypatch.chdir(ROOT)
-    table = format_table(describe(load_sweep("sweeps/efficientnet_b0_b7.yaml")))
-    header = next(line for line in table.splitlines() if line.lstrip().startswith("#"))
-    assert header.split() == ["#", "overrides"], "the presets' shapes are not d·w·r of a formula"
-    assert "MACs×" not in table and "model=efficientnet_b7" in table
-    assert "efficientnet_b0_b7: 8 points from sweeps/efficientnet_b0_b7.yaml" in table
-
-
-def test_a_constrained_grid_says_how_many_points_it_kept(monkeypatch):
-    monkeypatch.chdir(ROOT)
-    info = describe(load_sweep("sweeps/abg_grid.yaml"), ["trainer=gpu"], max_parallel=3)
-    first_line = format_table(info).splitlines()[0]
-    assert f"({info['grid_size']} in the grid, {info['size']} inside the constraint)" in first_line
-    assert info["sbatch"].endswith("slurm/sweep.sbatch sweeps/abg_grid.yaml trainer=gpu")
-    assert f"--array=0-{info['size'] - 1}%3" in info["sbatch"] and info["multirun"].endswith("trainer=gpu")
-    assert json.loads(json.dumps(info)) == info, "the listing is plain data (what --format json prints)"
 
 
 def test_a_seeded_sweep_lists_every_run_and_says_how_runs_map_to_points(tmp_path, capsys):
@@ -136,7 +116,7 @@ def test_resume_names_sbatchs_refusal_in_one_line(tmp_path, store, capsys, monke
     """A SLURM sweep resumed where sbatch cannot reach a cluster: one line with sbatch's own reason."""
     from support.sweeps import Child, log_child, recorded_sweep
 
-    from phiscale.sweep_record import Submission, add_submission
+    from phiscale.sweeps.record import Submission, add_submission
 
     monkeypatch.delenv("SLURM_CONF", raising=False)
     record = recorded_sweep(tmp_path, store, experiment="refused",

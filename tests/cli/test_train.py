@@ -58,8 +58,8 @@ def test_a_sweep_point_composes_under_the_command_lines_overrides(tmp_path):
 
 def test_a_recorded_run_composes_from_its_record_and_is_its_parents_child(tmp_path):
     """sweep.record: the record's overrides and extra, the command line's, then what the record pins."""
-    from phiscale.sweep_record import create_record
-    from phiscale.sweeps import load_sweep
+    from phiscale.sweeps.file import load_sweep
+    from phiscale.sweeps.record import create_record
 
     sweep = tmp_path / "two.yaml"
     sweep.write_text("name: two\nbase: [model=efficientnet, data.batch_size=8]\ngrid:\n  model.phi: [0.5, 1.5]\n"

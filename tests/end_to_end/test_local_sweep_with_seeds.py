@@ -11,7 +11,8 @@ import sys
 import pytest
 from mlflow.tracking import MlflowClient
 
-from phiscale.report import CSV_NAME, MARKDOWN_NAME, PLOT_TOP1_VS_MACS
+from phiscale.report.plots import PLOT_TOP1_VS_MACS
+from phiscale.report.tables import CSV_NAME, MARKDOWN_NAME
 
 SWEEP = """name: seeded
 description: two widths, three seeds each

@@ -12,7 +12,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from phiscale.report import make_report
+from phiscale.report.build import make_report
 
 TRAIN = str(Path(sys.executable).with_name("phiscale-train"))
 PHIS = (0.0, 0.5, 1.0)
@@ -70,7 +70,7 @@ def check_report(tracking_uri: str, out_dir: Path) -> None:
     assert parent.info.status == "FINISHED" and parent.data.tags["phiscale.sweep_points"] == "3"
     assert {r.data.tags.get("mlflow.parentRunId") for r in runs} == {parent.info.run_id}
     assert {r.data.tags["phiscale.sweep_id"] for r in runs} == {parent.info.run_name}
-    record = Path(parent.data.tags["phiscale.sweep_record"])
+    record = Path(parent.data.tags["phiscale.sweeps.record"])
     assert record.is_file() and record.parent.parent.parent.name == "multirun"
     assert {r.data.tags["phiscale.output_dir"] for r in runs} == {str(record.parent / "points" / i) for i in "012"}
 

@@ -21,7 +21,7 @@ getent hosts "$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n1)" | sed
 srun {PY} -c '
 import os
 from phiscale.errors import PhiscaleError
-from phiscale.slurm import check_slurm_layout
+from phiscale.slurm.env import check_slurm_layout
 env = os.environ
 print("task", env["SLURMD_NODENAME"], env["SLURM_PROCID"], env["SLURM_NNODES"], env["SLURM_NTASKS_PER_NODE"])
 if env["SLURM_PROCID"] == "0":

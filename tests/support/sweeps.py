@@ -7,8 +7,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from phiscale.sweep_record import SweepRecord, create_record, open_parent_run
-from phiscale.sweeps import load_sweep
+from phiscale.sweeps.file import load_sweep
+from phiscale.sweeps.record import SweepRecord, create_record, open_parent_run
 
 HEARTBEAT_S = 600  # a RUNNING child is lost after 5 silent beats: 50 min, far beyond any test
 # Two φ points × three seeds (runs 0-2: φ=0, 3-5: φ=1), as a sweep file.

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from phiscale.mlflow_server import free_port
+from phiscale.server.process import free_port
 
 SERVER_CLI = [sys.executable, "-m", "phiscale.cli.server"]
 

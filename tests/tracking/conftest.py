@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from phiscale.mlflow_server import MlflowServer
+from phiscale.server.process import MlflowServer
 
 
 class Store:

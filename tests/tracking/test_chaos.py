@@ -25,9 +25,10 @@ from mlflow.tracking import MlflowClient
 from support import tracking_writer as spec
 from support.runs import SYNC, journal_entries, sent_seq
 
-from phiscale.mlflow_server import group_members, is_healthy
+from phiscale.server.database import PG_BIN_DIR, PG_OS_USER
+from phiscale.server.process import group_members, is_healthy
+from phiscale.server.stack import STATE_FILE
 from phiscale.tracking.journal import REJECTED, tracking_dir
-from phiscale.tracking_server import PG_BIN_DIR, PG_OS_USER, STATE_FILE
 
 pytestmark = pytest.mark.slow
 

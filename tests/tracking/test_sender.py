@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from phiscale.mlflow_server import free_port
+from phiscale.server.process import free_port
 from phiscale.tracking import client
 from phiscale.tracking.journal import REJECTED, Journal, RunRecord, now_ms
 from phiscale.tracking.sender import HEARTBEAT_TAG, RUN_KEY_TAG, Sender

@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 from support.runs import FAST, SYNC, TRAIN, Training, sent_seq, wait_for
 
 from phiscale.config import compose_config
-from phiscale.report import read_runs
+from phiscale.report.rows import read_runs
 from phiscale.train.run import run_training
 
 

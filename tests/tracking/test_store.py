@@ -8,7 +8,7 @@ import pytest
 
 from phiscale import tracking
 from phiscale.errors import PhiscaleError
-from phiscale.mlflow_server import free_port
+from phiscale.server.process import free_port
 
 
 def test_a_silent_server_is_named_within_its_timeout():

@@ -1,4 +1,4 @@
-"""Params from the config, tags from the environment (the SLURM job through phiscale.slurm)."""
+"""Params from the config, tags from the environment (the SLURM job through phiscale.slurm.env)."""
 
 from __future__ import annotations
 

@@ -5,6 +5,8 @@ in training only:
     augment = BatchAugment("randaugment", magnitude=9, mixup=0.2, num_classes=1000, label_smoothing=0.1)
     images, targets = augment(images_uint8, labels)
     loss = soft_target_cross_entropy(model(normalize(images)), targets)   # when augment.soft_targets
+
+Imports torch and `phiscale.errors` only.
 """
 
 from phiscale.augment.batch import POLICIES, BatchAugment

@@ -9,7 +9,8 @@ import sys
 from collections.abc import Sequence
 
 from phiscale.errors import user_errors_as_one_line
-from phiscale.report import augmentation_note, make_report, table_cells
+from phiscale.report.build import make_report
+from phiscale.report.tables import augmentation_note, table_cells
 from phiscale.tracking import DEFAULT_URI
 
 

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from phiscale.errors import user_errors_as_one_line
-from phiscale.tracking_server import (
+from phiscale.server.stack import (
     BACKENDS,
     DEFAULT_HOST,
     DEFAULT_PORT,

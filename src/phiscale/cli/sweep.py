@@ -8,7 +8,8 @@ import sys
 from collections.abc import Sequence
 
 from phiscale.errors import PhiscaleError, user_errors_as_one_line
-from phiscale.sweeps import Sweep, load_sweep
+from phiscale.sweeps.file import load_sweep
+from phiscale.sweeps.listing import describe, format_table
 
 COMMANDS = ("list", "submit", "status", "resume")
 DEFAULT_ROOT = "outputs"  # conf/train.yaml's paths.root
@@ -84,75 +85,6 @@ def _launch_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--script", default=None, help="the SLURM batch script (default: slurm/sweep.sbatch)")
 
 
-# ---------------------------------------------------------------- list -----
-def describe(sweep: Sweep, extra: Sequence[str] = (), max_parallel: int | None = None) -> dict:
-    """The listing as plain data (what --format json prints): one entry per run (point × seed)."""
-    points = []
-    for i in range(len(sweep)):
-        scale = sweep.scale(i)
-        points.append(
-            {
-                "index": i,
-                "overrides": sweep.overrides(i),
-                "point": sweep.own_overrides(i),
-                "sweep_point": sweep.point_of(i),
-                "seed": sweep.seed_of(i),
-                "phi": scale.phi,
-                "d": scale.depth_mult,
-                "w": scale.width_mult,
-                "r": scale.resolution_mult,
-                "macs_ratio": scale.macs_ratio,
-            }
-        )
-    return {
-        "name": sweep.name,
-        "file": str(sweep.path),
-        "description": sweep.description,
-        "base": sweep.base,
-        "tags": sweep.tags,
-        "size": len(sweep),
-        "points": len(sweep.points),
-        "seeds": sweep.seeds,
-        "grid_size": sweep.grid_size or len(sweep.points),
-        "runs": points,
-        "submit": sweep.submit_command(extra, max_parallel=max_parallel),
-        "sbatch": sweep.sbatch_command(extra, max_parallel=max_parallel),
-        "multirun": sweep.multirun_command(extra),
-    }
-
-
-def format_table(info: dict) -> str:
-    lines = [f"{info['name']}: {info['points']} points from {info['file']}"]
-    if info["points"] != info["grid_size"]:
-        lines[0] += f" ({info['grid_size']} in the grid, {info['points']} inside the constraint)"
-    if info["seeds"]:
-        lines[0] += f" × {len(info['seeds'])} seeds = {info['size']} runs (run i: point i // {len(info['seeds'])})"
-    if info["description"]:
-        lines.append(info["description"])
-    lines.append(f"base (every run): {' '.join(info['base']) or '-'}")
-    if info["tags"]:
-        lines.append("tags: " + " ".join(f"{k}={v}" for k, v in info["tags"].items()))
-    lines.append("")
-
-    has_scale = any(p["macs_ratio"] is not None for p in info["runs"])
-    rows = []
-    for p in info["runs"]:
-        row = [str(p["index"]), " ".join(p["point"]) or "-"]
-        if has_scale:
-            row += [_num(p["d"]), _num(p["w"]), _num(p["r"]), _num(p["macs_ratio"])]
-        rows.append(row)
-    header = ["#", "overrides"] + (["d", "w", "r", "MACs×"] if has_scale else [])
-    lines += [*_columns(header, rows, left=(1,)), ""]
-    if has_scale:
-        lines.append(
-            "MACs× = d·w²·r², the expected MACs over the unscaled model (≈ 2^φ for the compound formula)"
-        )
-    lines.append(f"submit (recorded):  {info['submit']}")
-    lines.append(f"SLURM array:        {info['sbatch']}")
-    lines.append(f"Hydra multirun:     {info['multirun']}")
-    return "\n".join(lines)
-
-
 def run_list(args: argparse.Namespace) -> int:
     check_max_parallel(args.max_parallel)
     info = describe(load_sweep(args.file), args.extra, args.max_parallel)
@@ -166,7 +98,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- submit -----
 def run_submit(args: argparse.Namespace) -> int:
-    from phiscale.sweep_launch import new_sweep
+    from phiscale.sweeps.launch import new_sweep
 
     check_max_parallel(args.max_parallel)
     if args.local and args.sbatch_arg:
@@ -183,65 +115,25 @@ def run_submit(args: argparse.Namespace) -> int:
 
 
 def _launch(record, indices: list[int], args: argparse.Namespace) -> int:
-    from phiscale.sweep_launch import run_local, submit_slurm
-    from phiscale.sweep_status import counts, sweep_status, update_parent
+    from phiscale.sweeps.launch import launch
 
-    if args.local:
-        codes = run_local(record, indices)
-        statuses = sweep_status(record)
-        parent = update_parent(record, statuses)
-        failed = sorted(i for i, code in codes.items() if code != 0)
-        summary = ", ".join(f"{n} {state}" for state, n in counts(statuses).items())
-        print(f"sweep {record.id}: {summary}; parent run {parent}")
-        if failed:
-            print(f"failed runs: {','.join(map(str, failed))}; `phiscale-sweep resume {record.id} --local` retries them")
-        return 1 if failed or len(codes) < len(indices) else 0
-    submission = submit_slurm(record, indices, max_parallel=args.max_parallel, extra_args=args.sbatch_arg,
-                              script=args.script)
-    print(f"queued SLURM array job {submission.array_job_id}: {submission.command}")
-    print(f"follow it: phiscale-sweep status {record.id}")
-    return 0
+    done = launch(record, indices, local=args.local, max_parallel=args.max_parallel, extra_args=args.sbatch_arg,
+                  script=args.script)
+    if done.submission is not None:
+        print(f"queued SLURM array job {done.submission.array_job_id}: {done.submission.command}")
+        print(f"follow it: phiscale-sweep status {record.id}")
+        return 0
+    summary = ", ".join(f"{n} {state}" for state, n in done.counts.items())
+    print(f"sweep {record.id}: {summary}; parent run {done.parent}")
+    if done.failed:
+        print(f"failed runs: {','.join(map(str, done.failed))}; `phiscale-sweep resume {record.id} --local` retries them")
+    return 1 if done.failed or len(done.codes) < len(indices) else 0
 
 
 # ---------------------------------------------------------------- status -----
-STATUS_HEADER = ["#", "overrides", "state", "restarts", "best val top-1", "images/s"]
-
-
-def status_rows(statuses) -> list[dict]:
-    """One plain dict per run: what the table and --format json show."""
-    from phiscale.report import best_top1, last_images_per_s
-
-    rows = []
-    for s in statuses:
-        rows.append({
-            "index": s.point.index, "overrides": s.point.own, "state": s.state, "restarts": s.restarts,
-            "best_val_top1": best_top1(s.run) if s.run is not None else None,
-            "images_per_s": last_images_per_s(s.run) if s.run is not None else None,
-            "slurm_state": s.slurm_state, "run_id": s.run.info.run_id if s.run is not None else None,
-            "output_dir": s.point.output_dir,
-        })  # fmt: skip
-    return rows
-
-
-def format_status(record, rows: list[dict], parent: str | None) -> str:
-    from collections import Counter
-
-    from phiscale.sweep_status import STATES
-
-    table = [[str(r["index"]), " ".join(r["overrides"]) or "-", r["state"], str(r["restarts"]),
-              _num(r["best_val_top1"], "{:.4f}"), _num(r["images_per_s"], "{:.1f}")] for r in rows]
-    found = Counter(r["state"] for r in rows)
-    lines = [f"sweep {record.id} ({record.name}, {len(rows)} runs) from {record.sweep_file}",
-             f"MLflow: experiment {record.experiment!r} at {record.tracking_uri}, parent run {record.parent_run_id}"
-             + (f" ({parent})" if parent else ""), ""]
-    lines += _columns(STATUS_HEADER, table, left=(1, 2))
-    lines += ["", "  ".join(f"{state} {found[state]}" for state in STATES if found[state])]
-    return "\n".join(lines)
-
-
 def run_status(args: argparse.Namespace) -> int:
-    from phiscale.sweep_record import find_record
-    from phiscale.sweep_status import sweep_status, update_parent
+    from phiscale.sweeps.record import find_record
+    from phiscale.sweeps.status import format_status, status_rows, sweep_status, update_parent
 
     record = find_record(args.sweep, args.root)
     statuses = sweep_status(record)
@@ -257,8 +149,8 @@ def run_status(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- resume -----
 def run_resume(args: argparse.Namespace) -> int:
-    from phiscale.sweep_record import find_record, format_indices
-    from phiscale.sweep_status import ACTIVE, RESUMABLE, counts, sweep_status, update_parent
+    from phiscale.sweeps.record import find_record, format_indices
+    from phiscale.sweeps.status import ACTIVE, RESUMABLE, counts, sweep_status, update_parent
 
     check_max_parallel(args.max_parallel)
     record = find_record(args.sweep, args.root)
@@ -295,21 +187,6 @@ def _command_line() -> str:
     import shlex
 
     return shlex.join(["phiscale-sweep", *sys.argv[1:]]) if sys.argv[1:] else "phiscale-sweep"
-
-
-def _columns(header: list[str], rows: list[list[str]], left: Sequence[int] = ()) -> list[str]:
-    """A plain-text table: columns in `left` left-aligned, the others right-aligned."""
-    widths = [max(len(r[c]) for r in [header, *rows]) for c in range(len(header))]
-
-    def fmt(row: list[str]) -> str:
-        cells = [c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))]
-        return "  ".join(cells).rstrip()
-
-    return [fmt(header), *map(fmt, rows)]
-
-
-def _num(value: float | None, spec: str = "{:.3f}") -> str:
-    return "-" if value is None else spec.format(value)
 
 
 HANDLERS = {"list": run_list, "submit": run_submit, "status": run_status, "resume": run_resume}

@@ -34,13 +34,13 @@ def compose_sweep_point(cfg: DictConfig) -> tuple[DictConfig, dict[str, str]]:
         raise PhiscaleError(f"{what} needs sweep.index=<point>; `phiscale-sweep {cfg.sweep.file or record_path}` "
                             "lists them")
     if record_path is None:
-        from phiscale.sweeps import load_sweep
+        from phiscale.sweeps.file import load_sweep
 
         sweep = load_sweep(cfg.sweep.file)
         composed = compose(config_name="train", overrides=[*sweep.overrides(int(cfg.sweep.index)), *cli])
         return composed, {"seed": str(composed.seed), **sweep.run_tags(int(cfg.sweep.index))}
 
-    from phiscale.sweep_record import load_record, quote_value
+    from phiscale.sweeps.record import load_record, quote_value
 
     record = load_record(record_path)
     point = record.point(cfg.sweep.index)
@@ -56,7 +56,7 @@ def sweep_record_path(cfg: DictConfig) -> Path | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from phiscale.sweep_record import RECORD
+    from phiscale.sweeps.record import RECORD
 
     if cfg.sweep.get("record"):
         return Path(str(cfg.sweep.record))

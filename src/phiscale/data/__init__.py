@@ -1,7 +1,8 @@
 """Data: `.beton` files through FFCV pipelines (or an ImageFolder through plain PyTorch) to batches.
 
 Importing this package does not import ffcv (seconds of numba compiling): only an FFCV loader or
-the writer does, through `phiscale.data.numba_cache.import_ffcv`.
+the writer does, through `phiscale.data.numba_cache.import_ffcv`. Imports only `phiscale.errors`
+and `phiscale.paths`: the data knows nothing of models.
 """
 
 from phiscale.data.numba_cache import set_threading_layer

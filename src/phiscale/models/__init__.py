@@ -2,7 +2,8 @@
 
 `phiscale.models.scaling` (the scaling facts) and `phiscale.models.specs` (the architecture tables
 and model names) import no torch; the builder is loaded on first use of a name below, so configs,
-sweeps and the report stay light.
+sweeps and the report stay light. Imports only `phiscale.errors`: the models know nothing of
+Lightning, data or tracking.
 """
 
 from __future__ import annotations

@@ -11,7 +11,8 @@
 
 The names below are imported on first use: a command that only needs the store or the writes
 (`phiscale-sweep submit`, which must return in a second or two) does not pay for Lightning, which
-the logger imports.
+the logger imports. May import `phiscale.slurm` (the job's tags), `errors` and `paths`; never
+`train` (the logger is handed what it logs), `sweeps`, `report`, `server` or `cli`.
 """
 
 from __future__ import annotations

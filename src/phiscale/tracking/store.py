@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import os
 import re
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 from phiscale.errors import PhiscaleError
@@ -70,8 +73,6 @@ def check_reachable(uri: str, timeout_s: float = 10.0, *, must_exist: bool = Fal
         return
     if not is_server(uri):
         return
-    from phiscale.mlflow_server import wait_until_reachable
-
     last_error = wait_until_reachable(uri, timeout_s)
     if last_error is None:
         return
@@ -80,6 +81,24 @@ def check_reachable(uri: str, timeout_s: float = 10.0, *, must_exist: bool = Fal
         "(`phiscale-server start`), fix tracking.uri, or train anyway with tracking.mode=online_tolerant "
         "(or offline) and send the journal later with phiscale-sync"
     )
+
+
+def wait_until_reachable(uri: str, timeout_s: float) -> Exception | None:
+    """Poll `uri/health` until it answers or `timeout_s` passes; None when reachable, else the
+    last error. Any HTTP answer counts (a proxy in front may not route /health)."""
+    url = uri.rstrip("/") + "/health"
+    deadline = time.monotonic() + timeout_s
+    error: Exception | None = TimeoutError(f"no answer within {timeout_s:.0f} s")
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=max(0.5, deadline - time.monotonic())):
+                return None
+        except urllib.error.HTTPError:
+            return None
+        except (urllib.error.URLError, OSError) as err:
+            error = err
+        time.sleep(0.5)
+    return error
 
 
 def client(uri: str):

@@ -40,8 +40,8 @@ def git_commit(repo: Path | None = None) -> str:
 
 
 def environment_tags(world_size: int) -> dict[str, str]:
-    """Where and how the run ran: commit, host, world size, and the SLURM job (`phiscale.slurm`)."""
-    from phiscale.slurm import slurm_env
+    """Where and how the run ran: commit, host, world size, and the SLURM job (`phiscale.slurm.env`)."""
+    from phiscale.slurm.env import slurm_env
 
     tags = {"git_commit": git_commit(), "host": socket.gethostname(), "world_size": str(world_size)}
     job = slurm_env()
@@ -59,7 +59,7 @@ def environment_tags(world_size: int) -> dict[str, str]:
 def system_tags(note: str, commit: str | None = None) -> dict[str, str]:
     """MLflow's own tags, which its UI shows: where the run came from (the Source column), who ran
     it, its commit, and a short description (`mlflow.note.content`, the run page's description)."""
-    from phiscale.slurm import slurm_env
+    from phiscale.slurm.env import slurm_env
 
     try:
         user = getpass.getuser()

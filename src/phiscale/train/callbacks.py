@@ -176,7 +176,7 @@ class SignalCheckpoint(L.Callback):
     @property
     def should_requeue(self) -> bool:
         """USR1 (SLURM's time-limit warning, `--signal=B:USR1@N`) inside a SLURM job: requeue it."""
-        from phiscale.slurm import slurm_env
+        from phiscale.slurm.env import slurm_env
 
         return (
             self.stopped_by_signal

@@ -128,7 +128,7 @@ def dataset_inputs(data_cfg: Mapping[str, Any]) -> list[tuple[dict[str, Any], di
 
 def note(plan: RunPlan, data_name: str) -> str:
     """The run's description on its MLflow page: what it trains, and where (the SLURM job)."""
-    from phiscale.slurm import slurm_env
+    from phiscale.slurm.env import slurm_env
 
     job = slurm_env()
     where = f"; SLURM job {job.run_key} ({job.nnodes} node(s))" if job is not None else ""

@@ -65,7 +65,7 @@ class RunPlan:
 def make_plan(cfg: DictConfig) -> RunPlan:
     """Resolve and check the config; nothing is built, trained or logged."""
     from phiscale.models import resolve_scale
-    from phiscale.slurm import check_slurm_layout
+    from phiscale.slurm.env import check_slurm_layout
 
     tcfg = cfg.trainer
     accelerator, devices = check_trainer(tcfg)
@@ -220,7 +220,7 @@ def _devices_per_node(accelerator: str, devices: Any) -> int:
     """trainer.devices as a count; `auto` / -1 mean every GPU (or one CPU process)."""
     import torch
 
-    from phiscale.slurm import device_count
+    from phiscale.slurm.env import device_count
 
     count = device_count(devices)
     if count is None:

@@ -171,7 +171,7 @@ def _log_model(logger, plan: RunPlan, cfg: DictConfig, best: Path, datamodule, b
 def _end_processes(stops, trainer) -> None:
     """Requeue a SLURM job stopped by its time-limit warning; take the process group down in order
     (ranks that exit with it still alive can abort in gloo's destructors)."""
-    from phiscale import slurm
+    from phiscale.slurm import env as slurm
 
     stops.signals.restore()
     if stops.signals.should_requeue and trainer.is_global_zero and slurm.requeue(slurm.slurm_env()):

@@ -149,7 +149,7 @@ def _not_noise(record: logging.LogRecord) -> bool:
 def quiet_console() -> None:
     """Each line once: Lightning prints through its own handler only (not Hydra's root handler
     too), without its advertisement and device chatter; the srun hint only where SLURM runs."""
-    from phiscale.slurm import slurm_env
+    from phiscale.slurm.env import slurm_env
 
     lightning_logger = logging.getLogger("lightning")
     lightning_logger.propagate = False

@@ -1,6 +1,6 @@
-"""phiscale-report reads a sweep's runs from MLflow (sqlite store and a real server) and writes
-the table, Pareto front and plots, logged back as a "report" run; one sweep's report (--sweep) with
-a point's seeds as one row (mean ± std, error bars), the augmentation column, MACs vs d·w²·r²."""
+"""phiscale-report end to end: a sweep's runs read from MLflow (a sqlite store and a real server)
+become the table, the Pareto front and the plots, logged back as a "report" run; one sweep's report
+(--sweep) with a point's seeds as one row (mean ± std)."""
 
 from __future__ import annotations
 
@@ -10,24 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from phiscale.errors import PhiscaleError
-from phiscale.report import (
-    CSV_NAME,
+from phiscale.report.build import make_report
+from phiscale.report.plots import (
     MACS_VS_PHI_CAPTION,
-    MARKDOWN_NAME,
     PLOT_MACS_VS_PHI,
     PLOT_TOP1_VS_MACS,
     PLOT_TOP1_VS_THROUGHPUT,
-    REPORT_TAG,
-    RunRow,
-    aug_summary,
-    augmentation_note,
-    expected_macs_ratio,
-    group_seeds,
-    make_report,
-    pareto_flags,
-    write_plots,
 )
+from phiscale.report.rows import REPORT_TAG
+from phiscale.report.tables import CSV_NAME, MARKDOWN_NAME
 
 EXPECTED_FILES = {MARKDOWN_NAME, CSV_NAME, PLOT_TOP1_VS_MACS, PLOT_TOP1_VS_THROUGHPUT, PLOT_MACS_VS_PHI}
 
@@ -117,27 +108,6 @@ def test_report_from_a_sqlite_store(sqlite_store, tmp_path, fake_sweep, capsys):
     assert len(reports) == 3, "the fixture's stale report, the first and the CLI's"
 
 
-def test_missing_experiment_and_empty_experiment_are_named(sqlite_store, tmp_path):
-    uri = sqlite_store
-    with pytest.raises(PhiscaleError, match=r"experiment 'nope' not found .*existing: .*empty"):
-        make_report("nope", tracking_uri=uri, out_dir=tmp_path / "r")
-    with pytest.raises(PhiscaleError, match="'empty' .* has no training runs"):
-        make_report("empty", tracking_uri=uri, out_dir=tmp_path / "r")
-
-
-def test_an_absent_store_is_named_not_created(tmp_path):
-    missing = f"sqlite:///{tmp_path / 'none.db'}"
-    with pytest.raises(PhiscaleError, match="no MLflow database at .*none.db"):
-        make_report("x", tracking_uri=missing)
-    assert not (tmp_path / "none.db").exists(), "the report must not create an empty store"
-
-
-def test_pareto_front_definition():
-    # (MACs, top-1): equal points are both on the front; a point needs both values.
-    points = [(1, 0.5), (2, 0.5), (2, 0.7), (3, 0.6), (3, 0.9), (3, 0.9), (None, 0.99), (4, None)]
-    assert pareto_flags(points) == [True, False, True, False, True, True, False, False]
-
-
 @pytest.mark.slow
 def test_report_against_a_real_mlflow_server(mlflow_server, server_experiment, fake_sweep, tmp_path):
     name, _ = server_experiment
@@ -150,7 +120,6 @@ def test_report_against_a_real_mlflow_server(mlflow_server, server_experiment, f
     assert EXPECTED_FILES <= stored, f"artifacts not proxied to the server's store: {sorted(stored)}"
 
 
-# ---------------------------------------------------------------- one sweep, seeds, augmentation -----
 def test_a_sweeps_report_has_one_row_per_point_with_mean_and_std_over_seeds(tmp_path, sqlite_store):
     from mlflow.tracking import MlflowClient
     from support.sweeps import Child, log_child, recorded_sweep
@@ -188,64 +157,3 @@ def test_a_sweeps_report_has_one_row_per_point_with_mean_and_std_over_seeds(tmp_
     report_run = MlflowClient(sqlite_store).get_run(report.run_id)
     assert report_run.data.tags["mlflow.parentRunId"] == record.parent_run_id, "nested under its sweep"
     assert report_run.data.tags[f"{REPORT_TAG}.sweep_id"] == record.id
-
-
-def row(name: str, **kw) -> RunRow:
-    values = dict(run_id=name, run_name=name, model="efficientnet", family="efficientnet", phi=0.0, depth_mult=1.0,
-                  width_mult=1.0, resolution_mult=1.0, resolution=224, params=1e5, macs=1e6, top1=0.9,
-                  images_per_s=100.0, device_hours=1.0, status="FINISHED")
-    return RunRow(**(values | kw))
-
-
-def test_seeds_of_a_point_merge_and_other_runs_stay_rows():
-    rows = [row("a", sweep="s1", sweep_point=0, seeds="0", top1=0.8), row("b", sweep="s1", sweep_point=0, seeds="1",
-            top1=0.9, status="RUNNING"), row("c", sweep="s2", sweep_point=0, seeds="0"), row("d")]
-    merged = {r.run_name: r for r in group_seeds(rows)}
-    assert set(merged) == {"a", "c", "d"}, "s1's point 0 is one row; another sweep's point 0 is not in it"
-    a = merged["a"]
-    assert (a.run_id, a.runs, a.seeds, a.status) == ("a,b", 2, "0,1", "RUNNING")
-    assert a.top1 == pytest.approx(0.85) and a.top1_std == pytest.approx(0.0707107, rel=1e-5)
-    assert a.device_hours == 2.0 and merged["d"].runs == 1 and merged["d"].top1_std is None
-
-
-@pytest.mark.parametrize(("params", "text"), [
-    ({}, "none"),
-    ({"aug.policy": "none", "aug.mixup": "0.0", "aug.cutmix": "0", "aug.erasing": "0.0"}, "none"),
-    ({"aug.policy": "autoaugment"}, "autoaugment"),
-    ({"aug.policy": "randaugment", "aug.num_ops": "2", "aug.magnitude": "9", "aug.mixup": "0.2",
-      "aug.erasing": "0.25"}, "randaugment n2 m9, mixup 0.2, erasing 0.25"),
-    ({"aug.cutmix": "1.0", "aug.mix_prob": "1.0"}, "cutmix 1.0"),
-])  # fmt: skip
-def test_the_augmentation_column_names_what_is_on(params, text):
-    assert aug_summary(params) == text
-
-
-def test_a_report_mixing_augmentation_settings_says_so_once():
-    same = [row("a"), row("b")]
-    assert augmentation_note(same) is None
-    mixed = [row("a"), row("b", aug="randaugment n2 m9"), row("c")]
-    note = augmentation_note(mixed)
-    assert note.startswith("Augmentation differs between these runs: none (2 rows); randaugment n2 m9 (1 row)")
-    assert "\n" not in note
-
-
-def test_macs_expected_from_d_w_r_relative_to_the_anchor():
-    anchor = row("phi0")
-    one = row("phi1", depth_mult=1.2, width_mult=1.1, resolution_mult=1.15)
-    assert expected_macs_ratio(one, anchor) == pytest.approx(1.2 * 1.1**2 * 1.15**2)
-    assert expected_macs_ratio(row("preset", depth_mult=None), anchor) is None
-
-
-def test_error_bars_are_drawn_for_rows_over_several_seeds(tmp_path):
-    """The same rows with and without a spread over seeds: the PNGs differ (bars around the markers)."""
-    import numpy as np
-    from PIL import Image
-
-    spread = [row("p0", top1=0.9, top1_std=0.03, runs=3), row("p1", macs=4e6, top1=0.95, top1_std=0.02, runs=3)]
-    single = [row("p0", top1=0.9), row("p1", macs=4e6, top1=0.95)]
-    for name, rows in (("spread", spread), ("single", single)):
-        (tmp_path / name).mkdir()
-        write_plots(rows, tmp_path / name)
-    with_bars, without = (np.asarray(Image.open(tmp_path / n / PLOT_TOP1_VS_MACS).convert("L"), dtype=np.int16)
-                          for n in ("spread", "single"))
-    assert with_bars.shape == without.shape and (np.abs(with_bars - without) > 40).sum() > 100

@@ -7,8 +7,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 from support.sweeps import HEARTBEAT_S, Child, log_child, recorded_sweep
 
-from phiscale.sweep_record import Submission, add_submission
-from phiscale.sweep_status import counts, merge_state, parent_status, sweep_status, update_parent
+from phiscale.sweeps.record import Submission, add_submission
+from phiscale.sweeps.status import counts, merge_state, parent_status, sweep_status, update_parent
 
 
 @pytest.mark.parametrize(("run", "lost", "slurm", "state"), [

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from phiscale.errors import PhiscaleError
-from phiscale.sweep_multirun import multirun_plan
+from phiscale.sweeps.multirun import multirun_plan
 
 
 @pytest.mark.parametrize(("task", "indices"), [

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from phiscale.errors import PhiscaleError
-from phiscale.slurm_queue import expand_task_ids, parse_records, submit, task_states
+from phiscale.slurm.queue import expand_task_ids, parse_records, submit, task_states
 
 
 @pytest.mark.parametrize(("spec", "tasks"), [

@@ -13,7 +13,8 @@ from mlflow.tracking import MlflowClient
 from support.sweeps import TWO_BY_THREE, recorded_sweep
 
 from phiscale.errors import PhiscaleError
-from phiscale.sweep_record import (
+from phiscale.sweeps.file import load_sweep
+from phiscale.sweeps.record import (
     RECORD,
     Submission,
     add_submission,
@@ -24,7 +25,6 @@ from phiscale.sweep_record import (
     new_sweep_id,
     quote_value,
 )
-from phiscale.sweeps import load_sweep
 
 
 @pytest.fixture(scope="module")

@@ -9,9 +9,9 @@ import pytest
 
 from phiscale.config import conf_dir
 from phiscale.errors import PhiscaleError
-from phiscale.sweeps import load_sweep, point_scale
+from phiscale.sweeps.file import load_sweep, point_scale
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SWEEP_FILES = sorted((ROOT / "sweeps").glob("*.yaml"))
 
 

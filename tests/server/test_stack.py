@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from phiscale.mlflow_server import free_port, group_members, is_healthy, port_is_free, process_start_ticks
+from phiscale.server.database import Postgres
+from phiscale.server.process import free_port, group_members, is_healthy, port_is_free, process_start_ticks
+from phiscale.server.stack import STATE_FILE, allowed_hosts
 from phiscale.tracking import get_or_create_experiment
-from phiscale.tracking_server import STATE_FILE, Postgres, allowed_hosts
 
 TRAIN = str(Path(sys.executable).with_name("phiscale-train"))
 

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from phiscale.errors import PhiscaleError
-from phiscale.sweep_record import (
+from phiscale.sweeps.file import load_sweep
+from phiscale.sweeps.record import (
     Submission,
     SweepRecord,
     add_submission,
@@ -28,9 +29,8 @@ from phiscale.sweep_record import (
     open_parent_run,
     quote_value,
 )
-from phiscale.sweeps import load_sweep
 
-REPO_SCRIPT = Path(__file__).resolve().parents[2] / "slurm" / "sweep.sbatch"
+REPO_SCRIPT = Path(__file__).resolve().parents[3] / "slurm" / "sweep.sbatch"
 LOCAL_LOG = "train.log"  # a local run's console output, in its output dir
 
 
@@ -84,7 +84,7 @@ def sbatch_args(record: SweepRecord, indices: Sequence[int], *, max_parallel: in
 
 def submit_slurm(record: SweepRecord, indices: Sequence[int], **kwargs) -> Submission:
     """Queue `indices` as one SLURM array and record the submission; returns without waiting."""
-    from phiscale import slurm_queue
+    from phiscale.slurm import queue as slurm_queue
 
     args = sbatch_args(record, indices, **kwargs)
     job_id = slurm_queue.submit(args)
@@ -121,6 +121,34 @@ def run_local(record: SweepRecord, indices: Sequence[int], *, echo: Callable[[st
         verdict = "ok" if codes[index] == 0 else f"FAILED (exit code {codes[index]}; see {log})"
         echo(f"run {index}: {verdict} after {time.monotonic() - started:.0f} s")
     return codes
+
+
+@dataclass
+class Launched:
+    """What one launch did: a SLURM submission, or (local) each run's exit code and the sweep after them."""
+
+    submission: Submission | None = None
+    codes: dict[int, int] | None = None
+    counts: dict[str, int] | None = None  # local: {state: how many} over the whole sweep
+    parent: str | None = None  # local: the parent run's status after the runs
+
+    @property
+    def failed(self) -> list[int]:
+        return sorted(i for i, code in (self.codes or {}).items() if code != 0)
+
+
+def launch(record: SweepRecord, indices: Sequence[int], *, local: bool, max_parallel: int | None = None,
+           extra_args: Sequence[str] = (), script: str | Path | None = None) -> Launched:
+    """Train `indices` here one after another (then set the parent from every run's state), or queue them
+    as one SLURM array and return at once."""
+    if not local:
+        return Launched(submission=submit_slurm(record, indices, max_parallel=max_parallel,
+                                                extra_args=extra_args, script=script))
+    from phiscale.sweeps.status import counts, sweep_status, update_parent
+
+    codes = run_local(record, indices)
+    statuses = sweep_status(record)
+    return Launched(codes=codes, counts=counts(statuses), parent=update_parent(record, statuses))
 
 
 def _given(args: Sequence[str], *flags: str) -> bool:

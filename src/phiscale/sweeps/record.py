@@ -31,7 +31,7 @@ from typing import Any
 
 from phiscale.errors import PhiscaleError
 from phiscale.paths import write_atomically
-from phiscale.sweeps import SEED_KEY, Sweep
+from phiscale.sweeps.file import SEED_KEY, Sweep
 
 RECORD = "sweep.json"
 SWEEPS_DIR = "sweeps"  # under paths.root
@@ -43,7 +43,7 @@ PINNED_KEYS = ("paths.output_dir", "tracking.uri", "tracking.experiment")
 # The parent run's tags (docs/ARCHITECTURE.md, "MLflow schema").
 PARENT_TAG, SWEEP_TAG, SWEEP_ID_TAG = "phiscale.sweep_parent", "phiscale.sweep", "phiscale.sweep_id"
 FILE_TAG, HASH_TAG, POINTS_TAG = "phiscale.sweep_file", "phiscale.sweep_hash", "phiscale.sweep_points"
-COMMAND_TAG, ARRAY_TAG, RECORD_TAG = "phiscale.submit_command", "phiscale.slurm_array_job_id", "phiscale.sweep_record"
+COMMAND_TAG, ARRAY_TAG, RECORD_TAG = "phiscale.submit_command", "phiscale.slurm_array_job_id", "phiscale.sweeps.record"
 # A child run's tags besides the sweep file's own `sweep`, `sweep_index`, `sweep_point`, `seed`.
 PARENT_RUN_TAG, OVERRIDES_TAG = "mlflow.parentRunId", "phiscale.sweep_overrides"
 

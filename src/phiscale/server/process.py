@@ -1,11 +1,12 @@
 """Start and stop a real `mlflow server` (proxied artifacts) as one process group, and the small
-probes every caller shares: free ports, who holds a port, /health, process groups.
+probes the server code shares: free ports, who holds a port, /health, process groups (the clients'
+reachability check is phiscale.tracking.store.wait_until_reachable).
 
 Shared tracking store for a cluster
 -----------------------------------
 Run one MLflow tracking server on a node every job can reach (the login node or a small
 service node); jobs log over HTTP and need no access to the database or the artifact files.
-`phiscale-server start --dir DIR` (phiscale.tracking_server) does it with PostgreSQL, the pool
+`phiscale-server start --dir DIR` (phiscale.server.stack) does it with PostgreSQL, the pool
 and timeout settings measured by benchmarks/tracking_load.py, and start/stop/status; by hand,
 the same server on sqlite is:
 
@@ -119,24 +120,6 @@ def is_healthy(url: str, timeout: float = 2.0) -> bool:
             return response.status == 200
     except (urllib.error.URLError, OSError, ValueError):
         return False
-
-
-def wait_until_reachable(uri: str, timeout_s: float) -> Exception | None:
-    """Poll `uri/health` until it answers or `timeout_s` passes; None when reachable, else the
-    last error. Any HTTP answer counts (a proxy in front may not route /health)."""
-    url = uri.rstrip("/") + "/health"
-    deadline = time.monotonic() + timeout_s
-    error: Exception | None = TimeoutError(f"no answer within {timeout_s:.0f} s")
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=max(0.5, deadline - time.monotonic())):
-                return None
-        except urllib.error.HTTPError:
-            return None
-        except (urllib.error.URLError, OSError) as err:
-            error = err
-        time.sleep(0.5)
-    return error
 
 
 class MlflowServer:

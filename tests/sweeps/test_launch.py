@@ -10,10 +10,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from phiscale.errors import PhiscaleError
-from phiscale.sweep_launch import REPO_SCRIPT, new_sweep, run_local, sbatch_args, train_command
-from phiscale.sweep_record import load_record
+from phiscale.sweeps.launch import REPO_SCRIPT, launch, new_sweep, sbatch_args, train_command
+from phiscale.sweeps.record import load_record
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -65,14 +65,16 @@ def test_a_local_run_is_phiscale_train_on_the_record(record):
 
 
 @pytest.mark.slow
-def test_a_failing_local_run_does_not_stop_the_next(record):
+def test_a_failing_local_run_does_not_stop_the_next(record, capsys):
     """Both runs refused by the plan before training (a bad epoch count): each tried, each failed, logged.
     (Last in this module: it changes the shared record.)"""
     record.extra.append("trainer.max_epochs=-3")
     record.save()
-    lines = []
-    codes = run_local(record, [1, 2], echo=lines.append)
-    assert codes == {1: 2, 2: 2}, lines
+    done = launch(record, [1, 2], local=True)
+    lines = capsys.readouterr().out.splitlines()
+    assert done.codes == {1: 2, 2: 2} and done.failed == [1, 2] and done.submission is None, lines
+    # Refused before a run existed: no MLflow run, so the sweep counts them (and the untried ones) missing.
+    assert done.counts == {"missing": len(record.points)} and done.parent == "FAILED", done
     assert [line.split(":")[0] for line in lines] == ["run 1 (1/2)", "run 1", "run 2 (2/2)", "run 2"]
     assert "FAILED (exit code 2" in lines[1]
     log = Path(record.point(2).output_dir) / "train.log"

@@ -1,4 +1,4 @@
-"""phiscale.slurm reads a job's SLURM variables, refuses a layout that cannot train, and asks
+"""phiscale.slurm.env reads a job's SLURM variables, refuses a layout that cannot train, and asks
 scontrol to requeue a job."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 from phiscale.errors import PhiscaleError
-from phiscale.slurm import check_slurm_layout, device_count, requeue, slurm_env, tasks_per_node
+from phiscale.slurm.env import check_slurm_layout, device_count, requeue, slurm_env, tasks_per_node
 
 # What a task of `sbatch --nodes=2 --ntasks-per-node=2 --array=0-3` sees on its second requeue.
 ARRAY_TASK = {

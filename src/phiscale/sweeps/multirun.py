@@ -62,9 +62,9 @@ class SweepRecordCallback(Callback):
             return
         from hydra import compose
 
-        from phiscale.sweep_launch import settings_of
-        from phiscale.sweep_record import Submission, add_submission, create_record, now_iso, open_parent_run
-        from phiscale.sweeps import load_sweep
+        from phiscale.sweeps.file import load_sweep
+        from phiscale.sweeps.launch import settings_of
+        from phiscale.sweeps.record import Submission, add_submission, create_record, now_iso, open_parent_run
 
         sweep = load_sweep(config.sweep.file)
         task = [str(o) for o in config.hydra.overrides.task]
@@ -82,7 +82,7 @@ class SweepRecordCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self.record is None:
             return
-        from phiscale.sweep_status import counts, sweep_status, update_parent
+        from phiscale.sweeps.status import counts, sweep_status, update_parent
 
         statuses = sweep_status(self.record)
         status = update_parent(self.record, statuses)

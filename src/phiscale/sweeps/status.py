@@ -9,13 +9,15 @@ otherwise the run's status does. `resume` resubmits the failed, cancelled, lost 
 
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from phiscale.sweep_record import SWEEP_ID_TAG, RecordPoint, SweepRecord
+from phiscale.sweeps.record import SWEEP_ID_TAG, RecordPoint, SweepRecord
+from phiscale.sweeps.table import columns, num
 
 STATES = ("pending", "running", "finished", "failed", "cancelled", "lost", "missing")
 RESUMABLE = ("failed", "cancelled", "lost", "missing")
@@ -63,7 +65,7 @@ def merge_state(run_status: str | None, lost: bool, slurm_state: str | None) -> 
 
 def sweep_status(record: SweepRecord, *, now_s: float | None = None) -> list[PointStatus]:
     """Every run of `record`, in index order, with its state (MLflow and SLURM read once each)."""
-    from phiscale import slurm_queue
+    from phiscale.slurm import queue as slurm_queue
     from phiscale.tracking.sync import is_lost
 
     now_s = time.time() if now_s is None else now_s
@@ -140,3 +142,54 @@ def _search(mlflow, experiment_id: str, filter_string: str) -> Iterator[Any]:
         token = page.token
         if not token:
             return
+
+
+# ---------------------------------------------------------------- a run's figures -----
+TOP1_BEST, TOP1 = "val/top1_best", "val/top1"
+IMAGES_PER_S = "perf/images_per_s"
+
+
+def best_top1(run: Any, client: Any | None = None) -> float | None:
+    """`val/top1_best`, else (older runs, given a client) the best value in `val/top1`'s history."""
+    metrics = run.data.metrics
+    if TOP1_BEST in metrics or TOP1 not in metrics:
+        return metrics.get(TOP1_BEST)
+    if client is None:
+        return metrics[TOP1]
+    history = client.get_metric_history(run.info.run_id, TOP1)
+    return max((m.value for m in history if not math.isnan(m.value)), default=None)
+
+
+def last_images_per_s(run: Any) -> float | None:
+    """The last logged training throughput (`perf/images_per_s`)."""
+    return run.data.metrics.get(IMAGES_PER_S)
+
+
+# ---------------------------------------------------------------- the table -----
+STATUS_HEADER = ["#", "overrides", "state", "restarts", "best val top-1", "images/s"]
+
+
+def status_rows(statuses) -> list[dict]:
+    """One plain dict per run: what the table and --format json show."""
+    rows = []
+    for s in statuses:
+        rows.append({
+            "index": s.point.index, "overrides": s.point.own, "state": s.state, "restarts": s.restarts,
+            "best_val_top1": best_top1(s.run) if s.run is not None else None,
+            "images_per_s": last_images_per_s(s.run) if s.run is not None else None,
+            "slurm_state": s.slurm_state, "run_id": s.run.info.run_id if s.run is not None else None,
+            "output_dir": s.point.output_dir,
+        })  # fmt: skip
+    return rows
+
+
+def format_status(record, rows: list[dict], parent: str | None) -> str:
+    table = [[str(r["index"]), " ".join(r["overrides"]) or "-", r["state"], str(r["restarts"]),
+              num(r["best_val_top1"], "{:.4f}"), num(r["images_per_s"], "{:.1f}")] for r in rows]
+    found = Counter(r["state"] for r in rows)
+    lines = [f"sweep {record.id} ({record.name}, {len(rows)} runs) from {record.sweep_file}",
+             f"MLflow: experiment {record.experiment!r} at {record.tracking_uri}, parent run {record.parent_run_id}"
+             + (f" ({parent})" if parent else ""), ""]
+    lines += columns(STATUS_HEADER, table, left=(1, 2))
+    lines += ["", "  ".join(f"{state} {found[state]}" for state in STATES if found[state])]
+    return "\n".join(lines)

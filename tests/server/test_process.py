@@ -9,7 +9,7 @@ import time
 import pytest
 
 from phiscale.errors import PhiscaleError
-from phiscale.mlflow_server import MlflowServer, free_port, group_members, is_healthy, port_holder
+from phiscale.server.process import MlflowServer, free_port, group_members, is_healthy, port_holder
 
 
 @pytest.mark.slow
