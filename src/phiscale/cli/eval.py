@@ -62,8 +62,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     import torch
 
-    from phiscale.checkpoints import is_mlflow_uri, load_model
     from phiscale.data import dataset_sources, make_val_loader
+    from phiscale.train.load import is_mlflow_uri, load_model
 
     source = str(args.checkpoint)
     if not is_mlflow_uri(source) and not Path(source).exists():

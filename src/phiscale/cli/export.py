@@ -2,7 +2,7 @@
 
 DeepSpeed saves a directory of per-rank shards (ZeRO 1/2: optimizer shards hold the fp32
 master weights; ZeRO 3: the parameters themselves are partitioned). Evaluation and sharing want
-one plain file, so this merges the shards (`phiscale.checkpoints`, DeepSpeed's zero_to_fp32 reader); a normal
+one plain file, so this merges the shards (`phiscale.train.load`, DeepSpeed's zero_to_fp32 reader); a normal
 Lightning `.ckpt` (or a bare state dict) passes through, cast to fp32.
 """
 
@@ -20,7 +20,7 @@ def export(
     """Write one fp32 state dict for `checkpoint` to `out` and return it."""
     import torch
 
-    from phiscale.checkpoints import state_dict
+    from phiscale.train.load import state_dict
 
     dst = Path(out).expanduser()
     state = state_dict(checkpoint, tag)

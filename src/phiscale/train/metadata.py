@@ -190,10 +190,10 @@ def save_run_model(plan: RunPlan, cfg, best: Path, datamodule, best_val_top1: fl
     out; a few val images as its input example); returns (path, params, val metrics at its step, step)."""
     from omegaconf import OmegaConf
 
-    from phiscale.checkpoints import load_model
     from phiscale.models.profile import count_macs, count_params
     from phiscale.models.serving import UInt8Classifier, to_uint8
     from phiscale.tracking.models import MODEL_DIR, save_serving_model
+    from phiscale.train.load import load_model
 
     data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
     loaded = load_model(best)

@@ -9,8 +9,8 @@ import pickle
 import pytest
 import torch
 
-from phiscale.checkpoints import is_mlflow_uri, load_model, read_checkpoint, state_dict
 from phiscale.errors import PhiscaleError
+from phiscale.train.load import is_mlflow_uri, load_model, read_checkpoint, state_dict
 
 
 @pytest.mark.parametrize(
