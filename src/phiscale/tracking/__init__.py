@@ -8,6 +8,8 @@
     tags.py     params from the config, tags from the environment
     system_metrics.py  CPU, memory, disk, network and GPU samples for MLflow's system/ metrics
     writes.py   phiscale-eval's and phiscale-report's writes; a sweep's parent run
+    models.py   a finished run's model: saved beside the run, logged as its MLflow LoggedModel
+    registry.py a version of a registered name per run, and the `best` alias that follows the best one
 
 The names below are imported on first use: a command that only needs the store or the writes
 (`phiscale-sweep submit`, which must return in a second or two) does not pay for Lightning, which
