@@ -58,13 +58,11 @@ def create_train_loader(
                                           ratio=CROP_RATIO, seed=seed)
     image_pipeline = [decoder, *_to_torch_image(device, mean, std, normalize)]
     label_pipeline = [IntDecoder(), ToTensor(), Squeeze(1), ToDevice(device, non_blocking=True)]
-    threads = torch.get_num_threads()
     loader = Loader(
         str(info.path), batch_size=batch_size, num_workers=_numba_threads(num_workers), order=ORDERS[order],
         os_cache=os_cache, drop_last=True, distributed=distributed, seed=seed, batches_ahead=batches_ahead,
         pipelines={"image": image_pipeline, "label": label_pipeline},
     )
-    torch.set_num_threads(threads)
     per_rank = -(-info.num_samples // world) if distributed else info.num_samples
     return FfcvBatchLoader(loader, info, per_rank, device, mean, std, decoder=decoder, train=True,
                            normalize=normalize)
@@ -83,13 +81,11 @@ def create_val_loader(
     decoder = CenterCropRGBImageDecoder((resolution, resolution), ratio=crop_ratio)
     image_pipeline = [decoder, *_to_torch_image(device, mean, std)]
     label_pipeline = [IntDecoder(), ToTensor(), Squeeze(1), ToDevice(device, non_blocking=True)]
-    threads = torch.get_num_threads()
     loader = Loader(
         str(info.path), batch_size=batch_size, num_workers=_numba_threads(num_workers),
         order=OrderOption.SEQUENTIAL, os_cache=os_cache, drop_last=False, indices=indices,
         batches_ahead=batches_ahead, pipelines={"image": image_pipeline, "label": label_pipeline},
     )
-    torch.set_num_threads(threads)
     return FfcvBatchLoader(loader, info, len(indices), device, mean, std, decoder=decoder, train=False)
 
 
@@ -111,7 +107,7 @@ def _numba_threads(num_workers: int) -> int:
 
 
 class FfcvBatchLoader:
-    """An ffcv Loader as a `BatchLoader`: epoch control, resolution changes, torch's thread count kept."""
+    """An ffcv Loader as a `BatchLoader`: epoch control, resolution changes."""
 
     def __init__(self, loader: Loader, info: BetonInfo, num_samples: int, device: torch.device,
                  mean: Sequence[float], std: Sequence[float], *, decoder, train: bool, normalize: bool = True):
@@ -139,10 +135,5 @@ class FfcvBatchLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         quiet_uncacheable_warnings()
-        threads = torch.get_num_threads()  # ffcv's Compiler sets torch's thread count to its own
-        batches = iter(self.loader)
-        torch.set_num_threads(threads)
-        for images, labels in batches:
-            if torch.get_num_threads() != threads:
-                torch.set_num_threads(threads)
+        for images, labels in self.loader:  # torch's threads stay (numba_cache patches ffcv's Compiler)
             yield (self._normalize(images) if self._normalize else images), labels
