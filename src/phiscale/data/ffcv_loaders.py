@@ -44,7 +44,7 @@ def create_train_loader(
     path: str | Path, *, batch_size: int, num_workers: int, resolution: int, mean: Sequence[float],
     std: Sequence[float], device: torch.device, distributed: bool = False, seed: int = 0,
     order: str = "random", os_cache: bool = True, batches_ahead: int = 3, num_classes: int | None = None,
-    min_crop_scale: float = CROP_SCALE[0], normalize: bool = True,
+    min_crop_scale: float = CROP_SCALE[0], normalize: bool = True, flip_prob: float = 0.5,
 ) -> FfcvBatchLoader:
     """Random-resized-crop + flip + normalise (or uint8 images when not `normalize`: batch
     augmentation comes next), in a fresh random order each epoch; drops the last partial batch; with
@@ -55,7 +55,7 @@ def create_train_loader(
                             "use data.order=random for multi-device runs")
     rank, world = rank_and_world_size(distributed)
     decoder = SeededRandomResizedCropFlip((resolution, resolution), scale=(float(min_crop_scale), 1.0),
-                                          ratio=CROP_RATIO, seed=seed)
+                                          ratio=CROP_RATIO, seed=seed, flip_prob=flip_prob)
     image_pipeline = [decoder, *_to_torch_image(device, mean, std, normalize)]
     label_pipeline = [IntDecoder(), ToTensor(), Squeeze(1), ToDevice(device, non_blocking=True)]
     loader = Loader(

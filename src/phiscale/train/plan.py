@@ -259,6 +259,7 @@ def check_data(data_cfg: Mapping[str, Any], train_resolution: int, eval_resoluti
             batch_size=data_cfg["batch_size"], num_workers=data_cfg["num_workers"], resolution=resolution,
             mean=data_cfg["mean"], std=data_cfg["std"], order=data_cfg.get("order", "random"),
             crop_ratio=float(data_cfg["crop_ratio"]), min_crop_scale=float(data_cfg.get("min_crop_scale", 0.08)),
+            flip_prob=float(data_cfg.get("flip_prob", 0.5)),
         )
     dataset_sources(data_cfg)
 
