@@ -94,3 +94,22 @@ def test_train_batches_can_stay_uint8_for_augmentation_on_the_device(loader):
     assert images.dtype == torch.uint8 and images.shape == (16, 3, 32, 32) and labels.dtype == torch.int64
     assert images.is_contiguous(memory_format=torch.channels_last)
     assert int(images.max()) > 1, "0-255 pixel values, not normalised ones"
+
+
+@pytest.mark.parametrize("loader", ["ffcv", "torch"])
+def test_flip_prob_sets_how_often_train_images_are_mirrored(loader):
+    import torch
+
+    digits = ensure_digits()
+    source = digits.train_beton if loader == "ffcv" else digits.train_dir
+
+    def first_batch(flip_prob: float) -> torch.Tensor:  # the whole image (scale 1): only the flip differs
+        batches = make_train_loader(source, loader=loader, batch_size=16, num_workers=1, resolution=32,
+                                    mean=[79.0] * 3, std=[88.9] * 3, device="cpu", normalize=False,
+                                    min_crop_scale=1.0, flip_prob=flip_prob, seed=3)
+        return next(iter(batches))[0].clone()
+
+    never, always = first_batch(0.0), first_batch(1.0)
+    assert torch.equal(always, never.flip(-1)), "flip_prob=1 is every image of flip_prob=0 mirrored"
+    with pytest.raises(PhiscaleError, match=r"data.flip_prob=1.5 must be in \[0, 1\]"):
+        make_train_loader(source, loader=loader, flip_prob=1.5, **ARGS)

@@ -86,9 +86,11 @@ def test_no_best_checkpoint_artifact_without_a_checkpoint_or_when_off(tmp_path, 
 def test_describe_says_what_the_run_trains(fast_overrides):
     cfg = compose_config([*(o for o in fast_overrides if not o.startswith("model")), "model=efficientnet",
                           "model.phi=1"])
-    assert describe(make_plan(cfg), "digits") == (
+    plan = make_plan(cfg)
+    assert describe(plan, "digits") == (
         "efficientnet-phi1: efficientnet φ=1 (d=1.2 w=1.1 r=1.15) at 37px on digits, 1 cpu process(es), "
-        "global batch 32, 32-true"
+        f"global batch 32, 32-true; per process {plan.threads.cpus} CPU(s) ({plan.threads.bound_by}): "
+        f"{plan.threads.torch_threads} torch thread(s), 1 loader worker(s)"
     )
 
 

@@ -188,25 +188,93 @@ def test_augmentation_settings_are_checked_and_switch_the_loader_to_uint8(fast_c
     assert make_plan(fast_cfg("aug.mixup=0.2")).augment is True
 
 
-def test_auto_workers_follow_the_cores_this_process_may_use(fast_cfg):
-    import os
+# (affinity, OMP_NUM_THREADS, SLURM_CPUS_PER_TASK, processes sharing the affinity, accelerator, data.num_workers)
+#   -> (CPUs, torch threads, loader workers): torch and the loader together never exceed the process's CPUs.
+SIZING = [
+    ((2, None, None, 1, "cpu", "auto"), (2, 1, 1)),     # the 2-core demo: not 2 torch threads beside the loader
+    ((1, None, None, 1, "cpu", "auto"), (1, 1, 1)),
+    ((4, None, None, 1, "cpu", "auto"), (4, 3, 1)),
+    ((16, None, None, 1, "cpu", "auto"), (16, 12, 4)),  # a quarter decodes
+    ((64, None, None, 1, "cpu", "auto"), (64, 48, 16)),
+    ((2, "1", None, 1, "cpu", "auto"), (1, 1, 1)),      # OMP_NUM_THREADS=1: one CPU for this process
+    ((16, "8", None, 1, "cpu", "auto"), (8, 6, 2)),
+    ((16, "4,2", None, 1, "cpu", "auto"), (4, 3, 1)),   # a nested OMP list: its first level
+    ((16, "32", None, 1, "cpu", "auto"), (16, 12, 4)),  # more than the affinity allows: the affinity
+    ((64, None, "8", 1, "cpu", "auto"), (8, 6, 2)),     # SLURM --cpus-per-task on an unbound node
+    ((64, "8", "8", 1, "gpu", "auto"), (8, 1, 7)),      # slurm/*.sbatch sets both; a GPU task decodes on 7
+    ((16, "4", "8", 1, "cpu", "auto"), (4, 3, 1)),      # the smallest bound wins
+    ((16, None, None, 2, "cpu", "auto"), (8, 6, 2)),    # CPU DDP: 2 processes share the affinity
+    ((2, None, None, 2, "cpu", "auto"), (1, 1, 1)),
+    ((64, None, None, 8, "gpu", "auto"), (8, 1, 7)),    # 8 GPUs started by Lightning on a 64-core node
+    ((2, None, None, 1, "gpu", "auto"), (2, 1, 1)),
+    ((2, None, None, 1, "cpu", 2), (2, 1, 2)),          # the user's count stands; torch keeps one thread
+    ((16, None, None, 1, "cpu", 0), (16, 16, 0)),       # torch loader in-process: compute and decode take turns
+    ((16, None, None, 1, "cpu", 6), (16, 10, 6)),
+]
 
-    cores = len(os.sched_getaffinity(0))
-    cfg = fast_cfg("data.num_workers=auto")
-    make_plan(cfg)
-    assert cfg.data.num_workers == max(1, cores - 1)
+
+@pytest.mark.parametrize(("given", "expected"), SIZING)
+def test_torch_threads_and_loader_workers_are_sized_together_from_the_task(given, expected):
+    from phiscale.train.plan import size_threads
+
+    affinity, omp, slurm, processes, accelerator, workers = given
+    sized = size_threads(affinity, omp_num_threads=omp, slurm_cpus_per_task=slurm, processes=processes,
+                         accelerator=accelerator, loader_workers=workers)
+    assert (sized.cpus, sized.torch_threads, sized.loader_workers) == expected, sized
 
 
-def test_torch_threads_come_from_the_task_not_from_what_ran_before(fast_cfg, monkeypatch):
-    from phiscale.train.plan import task_cores, torch_threads
+def test_the_thread_sizing_says_what_bounded_the_cpus():
+    from phiscale.train.plan import size_threads
 
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert size_threads(2).bound_by == "CPU affinity 2 / 1 process(es)"
+    assert size_threads(2, omp_num_threads="1").bound_by == "OMP_NUM_THREADS=1"
+    assert size_threads(64, slurm_cpus_per_task="8").describe() == (
+        "8 CPU(s) (SLURM_CPUS_PER_TASK=8): 6 torch thread(s), 2 loader worker(s)")
+
+
+@pytest.mark.parametrize(("given", "message"), [
+    (dict(omp_num_threads="0"), "OMP_NUM_THREADS='0' is not a positive thread count; unset it"),
+    (dict(omp_num_threads="four"), "OMP_NUM_THREADS='four' is not a positive thread count"),
+    (dict(slurm_cpus_per_task="-2"), "SLURM_CPUS_PER_TASK='-2' is not a positive thread count"),
+    (dict(loader_workers=-1), r"data.num_workers=-1 must be auto or an integer >= 0"),
+    (dict(loader_workers="many"), r"data.num_workers='many' must be auto or an integer >= 0"),
+    (dict(accelerator="tpu"), "no thread sizing for accelerator 'tpu'"),
+])
+def test_bad_thread_settings_are_refused_naming_the_value(given, message):
+    from phiscale.train.plan import size_threads
+
+    with pytest.raises(PhiscaleError, match=message):
+        size_threads(2, **given)
+
+
+def test_the_plan_sizes_threads_from_this_process_not_from_what_ran_before(fast_cfg, monkeypatch):
+    from phiscale.train.plan import size_threads, torch_threads
+
+    for name in ("OMP_NUM_THREADS", "SLURM_CPUS_PER_TASK", "SLURM_JOB_ID"):
+        monkeypatch.delenv(name, raising=False)
+    affinity = len(os.sched_getaffinity(0))
     before = torch.get_num_threads()
     try:
-        torch.set_num_threads(1)  # what an earlier in-process run (a CPU DDP rank 0) may have left
-        assert torch_threads(make_plan(fast_cfg())) == task_cores()
+        torch.set_num_threads(7)  # what an earlier in-process run may have left
+        cfg = fast_cfg("data.num_workers=auto")
+        plan = make_plan(cfg)
     finally:
         torch.set_num_threads(before)
-    monkeypatch.setenv("OMP_NUM_THREADS", "6")  # slurm/*.sbatch: the task's CPUs
-    assert torch_threads(make_plan(fast_cfg())) == 6
-    assert torch_threads(make_plan(fast_cfg("trainer.devices=2", "trainer.strategy=ddp"))) == 3
+    assert plan.threads == size_threads(affinity)
+    assert torch_threads(plan) == plan.threads.torch_threads
+    assert cfg.data.num_workers == plan.threads.loader_workers, "the loader gets the sized workers"
+    ddp = make_plan(fast_cfg("trainer.devices=2", "trainer.strategy=ddp", "data.num_workers=auto"))
+    assert ddp.threads == size_threads(affinity, processes=2), "CPU DDP ranks share this process's CPUs"
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert make_plan(fast_cfg()).threads == size_threads(affinity, omp_num_threads="1", loader_workers=1)
+
+
+def test_a_slurm_task_sizes_from_its_own_cpus(fast_cfg, monkeypatch):
+    from phiscale.train.plan import plan_threads
+
+    env = {"SLURM_JOB_ID": "7", "SLURM_JOB_NAME": "phiscale-train", "SLURM_NTASKS": "2", "SLURM_CPUS_PER_TASK": "1"}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    sized = plan_threads("cpu", 2, "auto")  # srun started this task: its CPUs are its own, not shared by 2
+    assert (sized.cpus, sized.bound_by) == (1, "SLURM_CPUS_PER_TASK=1")

@@ -40,6 +40,7 @@ class BatchLoader(Protocol):
 def check_loader_args(
     *, batch_size: int, num_workers: int, resolution: int, mean: Sequence[float], std: Sequence[float],
     order: str = "random", crop_ratio: float = DEFAULT_CROP_RATIO, min_crop_scale: float = 0.08,
+    flip_prob: float = 0.5,
 ) -> None:
     """Reject values that would otherwise fail deep inside FFCV, numba or a DataLoader worker."""
     if int(batch_size) < 1:
@@ -62,6 +63,8 @@ def check_loader_args(
         raise PhiscaleError(f"data.order={order!r} is not one of {', '.join(ORDERS)}")
     if not 0.0 < float(min_crop_scale) <= 1.0:
         raise PhiscaleError(f"data.min_crop_scale={min_crop_scale} must be in (0, 1]; ImageNet uses 0.08")
+    if not 0.0 <= float(flip_prob) <= 1.0:
+        raise PhiscaleError(f"data.flip_prob={flip_prob} must be in [0, 1]: 0.5 for photos, 0 for digits and text")
     if not 0.0 < crop_ratio <= 1.0:
         raise PhiscaleError(f"data.crop_ratio={crop_ratio} must be in (0, 1], e.g. 0.875 (224/256)")
 

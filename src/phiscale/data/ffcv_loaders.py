@@ -44,7 +44,7 @@ def create_train_loader(
     path: str | Path, *, batch_size: int, num_workers: int, resolution: int, mean: Sequence[float],
     std: Sequence[float], device: torch.device, distributed: bool = False, seed: int = 0,
     order: str = "random", os_cache: bool = True, batches_ahead: int = 3, num_classes: int | None = None,
-    min_crop_scale: float = CROP_SCALE[0], normalize: bool = True,
+    min_crop_scale: float = CROP_SCALE[0], normalize: bool = True, flip_prob: float = 0.5,
 ) -> FfcvBatchLoader:
     """Random-resized-crop + flip + normalise (or uint8 images when not `normalize`: batch
     augmentation comes next), in a fresh random order each epoch; drops the last partial batch; with
@@ -55,16 +55,14 @@ def create_train_loader(
                             "use data.order=random for multi-device runs")
     rank, world = rank_and_world_size(distributed)
     decoder = SeededRandomResizedCropFlip((resolution, resolution), scale=(float(min_crop_scale), 1.0),
-                                          ratio=CROP_RATIO, seed=seed)
+                                          ratio=CROP_RATIO, seed=seed, flip_prob=flip_prob)
     image_pipeline = [decoder, *_to_torch_image(device, mean, std, normalize)]
     label_pipeline = [IntDecoder(), ToTensor(), Squeeze(1), ToDevice(device, non_blocking=True)]
-    threads = torch.get_num_threads()
     loader = Loader(
         str(info.path), batch_size=batch_size, num_workers=_numba_threads(num_workers), order=ORDERS[order],
         os_cache=os_cache, drop_last=True, distributed=distributed, seed=seed, batches_ahead=batches_ahead,
         pipelines={"image": image_pipeline, "label": label_pipeline},
     )
-    torch.set_num_threads(threads)
     per_rank = -(-info.num_samples // world) if distributed else info.num_samples
     return FfcvBatchLoader(loader, info, per_rank, device, mean, std, decoder=decoder, train=True,
                            normalize=normalize)
@@ -83,13 +81,11 @@ def create_val_loader(
     decoder = CenterCropRGBImageDecoder((resolution, resolution), ratio=crop_ratio)
     image_pipeline = [decoder, *_to_torch_image(device, mean, std)]
     label_pipeline = [IntDecoder(), ToTensor(), Squeeze(1), ToDevice(device, non_blocking=True)]
-    threads = torch.get_num_threads()
     loader = Loader(
         str(info.path), batch_size=batch_size, num_workers=_numba_threads(num_workers),
         order=OrderOption.SEQUENTIAL, os_cache=os_cache, drop_last=False, indices=indices,
         batches_ahead=batches_ahead, pipelines={"image": image_pipeline, "label": label_pipeline},
     )
-    torch.set_num_threads(threads)
     return FfcvBatchLoader(loader, info, len(indices), device, mean, std, decoder=decoder, train=False)
 
 
@@ -111,7 +107,7 @@ def _numba_threads(num_workers: int) -> int:
 
 
 class FfcvBatchLoader:
-    """An ffcv Loader as a `BatchLoader`: epoch control, resolution changes, torch's thread count kept."""
+    """An ffcv Loader as a `BatchLoader`: epoch control, resolution changes."""
 
     def __init__(self, loader: Loader, info: BetonInfo, num_samples: int, device: torch.device,
                  mean: Sequence[float], std: Sequence[float], *, decoder, train: bool, normalize: bool = True):
@@ -139,10 +135,5 @@ class FfcvBatchLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         quiet_uncacheable_warnings()
-        threads = torch.get_num_threads()  # ffcv's Compiler sets torch's thread count to its own
-        batches = iter(self.loader)
-        torch.set_num_threads(threads)
-        for images, labels in batches:
-            if torch.get_num_threads() != threads:
-                torch.set_num_threads(threads)
+        for images, labels in self.loader:  # torch's threads stay (numba_cache patches ffcv's Compiler)
             yield (self._normalize(images) if self._normalize else images), labels

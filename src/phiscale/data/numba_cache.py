@@ -48,7 +48,8 @@ def _cacheable(code) -> bool:
 
 
 def _patch_ffcv_compiler(compiler_cls) -> None:
-    """Make `ffcv.pipeline.compiler.Compiler.compile` pass `cache=True` to numba where it can."""
+    """Make `ffcv.pipeline.compiler.Compiler.compile` pass `cache=True` to numba where it can, and its
+    `set_num_threads` size numba's decode threads only, never torch's."""
     if getattr(compiler_cls, "_phiscale_cached", False):
         return
     from numba import njit
@@ -62,7 +63,15 @@ def _patch_ffcv_compiler(compiler_cls) -> None:
             return code
         return njit(signature, cache=_cacheable(code), **options)(code)
 
+    def set_num_threads(cls, n):  # ffcv 1.0.2's also calls torch.set_num_threads(n) (compiler.py), and
+        # its loader calls it from the EpochIterator thread each epoch: torch would get the loader's count
+        import numba
+
+        cls.num_threads = n if n >= 1 else os.cpu_count() or 1
+        numba.set_num_threads(min(cls.num_threads, numba.config.NUMBA_NUM_THREADS))  # numba's: per thread
+
     compiler_cls.compile = classmethod(compile)
+    compiler_cls.set_num_threads = classmethod(set_num_threads)
     compiler_cls._phiscale_cached = True
 
 

@@ -68,9 +68,9 @@ class ImageFolderSamples(Dataset):
     so an epoch is the same whatever worker decodes it and whether or not the run was resumed."""
 
     def __init__(self, index: ImageFolderIndex, *, train: bool, resolution: int, crop_ratio: float, seed: int,
-                 min_crop_scale: float = CROP_SCALE[0]):
+                 min_crop_scale: float = CROP_SCALE[0], flip_prob: float = 0.5):
         self.samples, self.train, self.resolution = index.samples, train, resolution
-        self.crop_scale = (float(min_crop_scale), 1.0)
+        self.crop_scale, self.flip_prob = (float(min_crop_scale), 1.0), float(flip_prob)
         self.crop_ratio, self.seed, self.epoch = crop_ratio, seed, 0
 
     def __len__(self) -> int:
@@ -88,7 +88,7 @@ class ImageFolderSamples(Dataset):
             rng = np.random.default_rng((self.seed, self.epoch, i))
             left, top, w, h = random_resized_crop_box(rng, *img.size, scale=self.crop_scale)
             img = img.resize((res, res), Image.BILINEAR, box=(left, top, left + w, top + h))
-            if rng.random() < 0.5:
+            if rng.random() < self.flip_prob:
                 img = img.transpose(Image.FLIP_LEFT_RIGHT)
         else:
             img = center_crop(img, res, self.crop_ratio)
@@ -148,7 +148,7 @@ def create_train_loader(
     source: str | Path, *, batch_size: int, num_workers: int, resolution: int, mean: Sequence[float],
     std: Sequence[float], device: torch.device, distributed: bool = False, seed: int = 0,
     order: str = "random", os_cache: bool = True, batches_ahead: int = 3, num_classes: int | None = None,
-    min_crop_scale: float = CROP_SCALE[0], normalize: bool = True,
+    min_crop_scale: float = CROP_SCALE[0], normalize: bool = True, flip_prob: float = 0.5,
 ) -> TorchBatchLoader:
     """Random-resized-crop + flip, a seeded permutation per epoch (seed + epoch, as FFCV), padded and
     split across ranks like DistributedSampler; drops the last partial batch. `order` and `os_cache`
@@ -164,7 +164,7 @@ def create_train_loader(
         return perm[rank::world]
 
     dataset = ImageFolderSamples(index, train=True, resolution=resolution, crop_ratio=1.0, seed=seed,
-                                 min_crop_scale=min_crop_scale)
+                                 min_crop_scale=min_crop_scale, flip_prob=flip_prob)
     return TorchBatchLoader(dataset, order_fn, batch_size=batch_size, num_workers=num_workers, device=device,
                             mean=mean, std=std, drop_last=True, batches_ahead=batches_ahead, num_samples=per_rank,
                             normalize=normalize)

@@ -109,6 +109,7 @@ class ImageDataModule(L.LightningDataModule):
                     seed=self.seed,
                     order=self.data_cfg.get("order", "random"),
                     min_crop_scale=float(self.data_cfg.get("min_crop_scale", 0.08)),
+                    flip_prob=float(self.data_cfg.get("flip_prob", 0.5)),
                     normalize=not self.uint8_train,
                     **common,
                 )

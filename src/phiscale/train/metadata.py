@@ -146,13 +146,14 @@ def determinism(plan: RunPlan) -> str:
 
 
 def describe(plan: RunPlan, data_name: str) -> str:
-    """One line saying what this run trains: model, φ and d/w/r, resolution, data, devices."""
+    """One line saying what this run trains: model, φ and d/w/r, resolution, data, devices, threads."""
     s = plan.scale
     scale = f"φ={s.phi:g} " if s.phi is not None else ""
     return (
         f"{plan.run_name}: {s.name} {scale}(d={s.depth_mult:.3g} w={s.width_mult:.3g} r={s.resolution_mult:.3g}) "
         f"at {plan.train_resolution}px on {data_name}, {plan.world_size} {plan.accelerator} process(es), "
         f"global batch {plan.global_batch_size}, {plan.precision}"
+        + (f"; per process {plan.threads.describe()}" if plan.threads is not None else "")
     )
 
 

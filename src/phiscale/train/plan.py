@@ -46,6 +46,7 @@ class RunPlan:
     seed: int
     deterministic: bool = False
     augment: bool = False  # batch augmentation on the device (the loader hands over uint8 images)
+    threads: ThreadPlan | None = None  # torch threads and loader workers, from the task's CPUs
     tags: dict[str, str] = field(default_factory=dict)  # from the plan itself (budget mode)
     resume_step: int = 0  # the optimizer step of resume_from
     unreadable: tuple = ()  # (path, why) of the checkpoints passed over: set aside at start (rank 0)
@@ -91,8 +92,8 @@ def make_plan(cfg: DictConfig) -> RunPlan:
                 f"{key}={res} is below {scale.name}'s total stride {scale.total_stride}; "
                 f"use {key}>={scale.total_stride}"
             )
-    if cfg.data.num_workers == "auto":
-        cfg.data.num_workers = auto_workers()
+    threads = plan_threads(accelerator, devices, cfg.data.num_workers)
+    cfg.data.num_workers = threads.loader_workers
     check_data(cfg.data, train_res, eval_res)
     augment = build_augment(cfg, rank=0)  # every aug.* value checked now
     precision = str(tcfg.precision)
@@ -122,6 +123,7 @@ def make_plan(cfg: DictConfig) -> RunPlan:
         seed=int(cfg.seed),
         deterministic=resolve_deterministic(tcfg.deterministic, accelerator),
         augment=augment.active,
+        threads=threads,
         tags=tags,
     )
 
@@ -172,24 +174,92 @@ def build_augment(cfg: DictConfig, rank: int):
                         label_smoothing=float(cfg.optim.get("label_smoothing") or 0.0), seed=int(cfg.seed), rank=rank)
 
 
-def task_cores() -> int:
-    """The cores this process may use: its CPU affinity (what SLURM's --cpus-per-task binds)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+# ---------------------------------------------------------------- threads -----
+# The loader's share of a process's CPUs, by accelerator; torch computes on the rest. The loader
+# decodes in its own threads (FFCV: numba's OpenMP pool, driven from its EpochIterator thread;
+# torch loader: worker processes) while torch computes in its own OpenMP pool (torch's bundled
+# libgomp: a second runtime). Each pool's idle threads spin before they sleep (libgomp's
+# GOMP_SPINCOUNT, https://gcc.gnu.org/onlinedocs/libgomp/GOMP_005fSPINCOUNT.html), so two pools
+# sharing a core slow each other: their threads together never exceed the process's CPUs.
+# cpu: the model's compute dwarfs decoding (digits demo: data_wait_frac < 1% with one worker), a quarter
+#      of the CPUs decode; measured on 2 cores (benchmarks/threads.py): 2 torch threads beside the
+#      loader took 1.6x (2 workers) and 3.1x (1 worker) the wall time of 1 thread + 1 worker.
+# gpu: the device computes; every CPU but the training loop's decodes (ffcv-imagenet gives its loader
+#      the cores, https://github.com/libffcv/ffcv-imagenet rn50 configs: num_workers 12 per GPU).
+LOADER_SHARE = {"cpu": 0.25, "gpu": 1.0}
 
 
-def auto_workers() -> int:
-    """data.num_workers=auto: the task's cores less one for the training loop itself."""
-    return max(1, task_cores() - 1)
+@dataclass(frozen=True)
+class ThreadPlan:
+    """How one training process uses its CPUs (`size_threads`)."""
+
+    cpus: int  # this process's CPUs
+    bound_by: str  # what set them, e.g. "CPU affinity 2 / 1 process(es)", "OMP_NUM_THREADS=1"
+    torch_threads: int  # torch's intra-op threads (torch.set_num_threads)
+    loader_workers: int  # data.num_workers: FFCV's decode threads, the torch loader's processes
+
+    def describe(self) -> str:
+        return (f"{self.cpus} CPU(s) ({self.bound_by}): {self.torch_threads} torch thread(s), "
+                f"{self.loader_workers} loader worker(s)")
+
+
+def _positive(name: str, value: str | None) -> int | None:
+    """An environment count (OMP_NUM_THREADS may be a nested list, "4,2": its first level counts)."""
+    if value is None or value.strip() == "":
+        return None
+    head = value.split(",")[0].strip()
+    if not head.isdigit() or int(head) < 1:
+        raise PhiscaleError(f"{name}={value!r} is not a positive thread count; unset it, or give this task's "
+                            f"CPUs, e.g. {name}=4")
+    return int(head)
+
+
+def size_threads(affinity: int, *, omp_num_threads: str | None = None, slurm_cpus_per_task: str | None = None,
+                 processes: int = 1, accelerator: str = "cpu", loader_workers: int | str = "auto") -> ThreadPlan:
+    """Torch's threads and the loader's workers, together, from one process's CPUs: the fewest of its CPU
+    affinity shared by `processes` training processes, SLURM's --cpus-per-task and OMP_NUM_THREADS (each
+    when set; both per task). `loader_workers`: "auto" (LOADER_SHARE) or the user's count, which torch
+    then works around. A pure function of its arguments: a run's numbers never depend on what ran
+    before it in the same process (a gradient's reduction order changes with the thread count)."""
+    if accelerator not in LOADER_SHARE:
+        raise PhiscaleError(f"no thread sizing for accelerator {accelerator!r}; expected one of {', '.join(LOADER_SHARE)}")
+    bounds = {f"CPU affinity {affinity} / {processes} process(es)": max(1, affinity // max(1, processes))}
+    for name, value in (("SLURM_CPUS_PER_TASK", slurm_cpus_per_task), ("OMP_NUM_THREADS", omp_num_threads)):
+        if (count := _positive(name, value)) is not None:
+            bounds[f"{name}={count}"] = count
+    bound_by, cpus = min(bounds.items(), key=lambda item: item[1])
+    if loader_workers == "auto":
+        workers = min(max(1, round(cpus * LOADER_SHARE[accelerator])), max(1, cpus - 1))
+    elif isinstance(loader_workers, bool) or not isinstance(loader_workers, int) or loader_workers < 0:
+        raise PhiscaleError(f"data.num_workers={loader_workers!r} must be auto or an integer >= 0")
+    else:
+        workers = loader_workers
+    return ThreadPlan(cpus=cpus, bound_by=bound_by, torch_threads=max(1, cpus - workers), loader_workers=workers)
+
+
+def shares_cpus_with_other_ranks() -> bool:
+    """Whether this node's training processes share one CPU set: yes when Lightning (or torchrun)
+    starts them; no when SLURM starts each as its own task (srun, bound to its --cpus-per-task)."""
+    from phiscale.slurm import slurm_env
+
+    job = slurm_env()
+    return job is None or job.interactive or job.ntasks is None
+
+
+def plan_threads(accelerator: str, devices: int, loader_workers: int | str,
+                 environ: Mapping[str, str] | None = None) -> ThreadPlan:
+    """`size_threads` for this process: its affinity, its environment and its node's layout."""
+    env = os.environ if environ is None else environ
+    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return size_threads(affinity, omp_num_threads=env.get("OMP_NUM_THREADS"),
+                        slurm_cpus_per_task=env.get("SLURM_CPUS_PER_TASK"),
+                        processes=devices if shares_cpus_with_other_ranks() else 1,
+                        accelerator=accelerator, loader_workers=loader_workers)
 
 
 def torch_threads(plan: RunPlan) -> int:
-    """Intra-op threads for this process: OMP_NUM_THREADS when set (slurm/*.sbatch sets it to the
-    task's CPUs), else the task's cores; on CPU shared by the node's training processes. Derived from
-    these alone, never from the current count, so a run's numbers do not depend on what ran before
-    it in the same process (the reduction order of a gradient changes with the thread count)."""
-    omp = os.environ.get("OMP_NUM_THREADS", "")
-    cores = int(omp) if omp.isdigit() and int(omp) > 0 else task_cores()
-    return max(1, cores // plan.devices) if plan.accelerator == "cpu" else cores
+    """Intra-op threads for this process (`plan.threads`, sized with the loader's workers)."""
+    return plan.threads.torch_threads
 
 
 def check_data(data_cfg: Mapping[str, Any], train_resolution: int, eval_resolution: int) -> None:
@@ -203,6 +273,7 @@ def check_data(data_cfg: Mapping[str, Any], train_resolution: int, eval_resoluti
             batch_size=data_cfg["batch_size"], num_workers=data_cfg["num_workers"], resolution=resolution,
             mean=data_cfg["mean"], std=data_cfg["std"], order=data_cfg.get("order", "random"),
             crop_ratio=float(data_cfg["crop_ratio"]), min_crop_scale=float(data_cfg.get("min_crop_scale", 0.08)),
+            flip_prob=float(data_cfg.get("flip_prob", 0.5)),
         )
     dataset_sources(data_cfg)
 
