@@ -35,6 +35,8 @@ def test_array_task_environment_is_read():
     assert (job.nnodes, job.ntasks, job.ntasks_per_node) == (2, 4, 2)
     assert (job.procid, job.localid, job.nodeid, job.node_list) == (3, 1, 1, "n[1-2]")
     assert job.run_key == "1004_3"  # the same on every requeue of this array task
+    assert job.cpus_per_task is None, "no --cpus-per-task: SLURM sets no SLURM_CPUS_PER_TASK"
+    assert slurm_env({**ARRAY_TASK, "SLURM_CPUS_PER_TASK": "6"}).cpus_per_task == 6
 
 
 def test_outside_slurm_there_is_no_job():

@@ -39,6 +39,7 @@ class SlurmEnv:
     localid: int  # SLURM_LOCALID: rank of this task on its node
     nodeid: int  # SLURM_NODEID
     node_list: str | None  # SLURM_JOB_NODELIST, e.g. "n[1-2]"
+    cpus_per_task: int | None = None  # SLURM_CPUS_PER_TASK: set only with --cpus-per-task
 
     @property
     def interactive(self) -> bool:
@@ -107,6 +108,7 @@ def slurm_env(environ: Mapping[str, str] | None = None) -> SlurmEnv | None:
         localid=_int(env, "SLURM_LOCALID", default=0) or 0,
         nodeid=_int(env, "SLURM_NODEID", default=0) or 0,
         node_list=env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST") or None,
+        cpus_per_task=_int(env, "SLURM_CPUS_PER_TASK"),
     )
 
 

@@ -203,8 +203,9 @@ class ThreadPlan:
                 f"{self.loader_workers} loader worker(s)")
 
 
-def _positive(name: str, value: str | None) -> int | None:
+def _positive(name: str, value: str | int | None) -> int | None:
     """An environment count (OMP_NUM_THREADS may be a nested list, "4,2": its first level counts)."""
+    value = None if value is None else str(value)
     if value is None or value.strip() == "":
         return None
     head = value.split(",")[0].strip()
@@ -237,23 +238,23 @@ def size_threads(affinity: int, *, omp_num_threads: str | None = None, slurm_cpu
     return ThreadPlan(cpus=cpus, bound_by=bound_by, torch_threads=max(1, cpus - workers), loader_workers=workers)
 
 
-def shares_cpus_with_other_ranks() -> bool:
+def shares_cpus_with_other_ranks(job) -> bool:
     """Whether this node's training processes share one CPU set: yes when Lightning (or torchrun)
     starts them; no when SLURM starts each as its own task (srun, bound to its --cpus-per-task)."""
-    from phiscale.slurm import slurm_env
-
-    job = slurm_env()
     return job is None or job.interactive or job.ntasks is None
 
 
 def plan_threads(accelerator: str, devices: int, loader_workers: int | str,
                  environ: Mapping[str, str] | None = None) -> ThreadPlan:
-    """`size_threads` for this process: its affinity, its environment and its node's layout."""
+    """`size_threads` for this process: its affinity, its environment and its SLURM task (SlurmEnv)."""
+    from phiscale.slurm.env import slurm_env
+
     env = os.environ if environ is None else environ
+    job = slurm_env(env)
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return size_threads(affinity, omp_num_threads=env.get("OMP_NUM_THREADS"),
-                        slurm_cpus_per_task=env.get("SLURM_CPUS_PER_TASK"),
-                        processes=devices if shares_cpus_with_other_ranks() else 1,
+                        slurm_cpus_per_task=job.cpus_per_task if job is not None else None,
+                        processes=devices if shares_cpus_with_other_ranks(job) else 1,
                         accelerator=accelerator, loader_workers=loader_workers)
 
 
