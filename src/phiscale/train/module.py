@@ -194,7 +194,8 @@ class ImageClassifier(L.LightningModule):
     # -- checkpoint extras ------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         augment = self.augment.state_dict() if self.augment is not None else None
-        validated = {k: float(v) for k, v in self.trainer.callback_metrics.items()
+        metrics = self._trainer.callback_metrics if self._trainer is not None else {}  # None: saved by hand
+        validated = {k: float(v) for k, v in metrics.items()
                      if k.startswith(("val/", "val_ema/")) and getattr(v, "numel", lambda: 1)() == 1}
         checkpoint["phiscale"] = {"best_val_top1": self.best_val_top1, "val_metrics": validated,
                                   "rng": gather_rank_states(self._trainer, augment=augment)}
