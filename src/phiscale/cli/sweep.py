@@ -82,13 +82,23 @@ def _launch_options(parser: argparse.ArgumentParser) -> None:
 
 
 def run_list(args: argparse.Namespace) -> int:
+    from phiscale.sweeps.study import load_study
+
     check_max_parallel(args.max_parallel)
-    info = describe(load_sweep(args.file), args.extra, args.max_parallel)
+    study = load_study(args.file)
+    if not study.two_stage:
+        info = describe(load_sweep(args.file), args.extra, args.max_parallel)
+        print(json.dumps(info, indent=2, ensure_ascii=False) if args.format == "json" else format_table(info))
+        return 0
+    infos = [{"stage": stage.name, "first_index": study.indices(stage)[0],
+              **describe(stage.sweep, args.extra, args.max_parallel)} for stage in study.stages]
     if args.format == "json":
-        json.dump(info, sys.stdout, indent=2, ensure_ascii=False)
-        print()
-    else:
-        print(format_table(info))
+        print(json.dumps({"name": study.name, "stages": infos}, indent=2, ensure_ascii=False))
+        return 0
+    for info in infos:
+        print(f"stage {info['stage']} (study runs from {info['first_index']}):\n{format_table(info)}\n")
+    print(f"`phiscale-sweep submit {args.file}` queues both stages: the scale stage after the search, "
+          "with the search winner's model.alpha, model.beta, model.gamma")
     return 0
 
 

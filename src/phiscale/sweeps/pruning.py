@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from phiscale.errors import PhiscaleError
 
 MODES = ("min", "max")
+PRUNED_TAG = "phiscale.pruned"  # on a run stopped by the rule: the rung (epochs) it stopped at
+RUNG_PREFIX = "rung"  # a run logs its value at rung r as `rung/<r>/<metric>` (read back by its stage's runs)
 KEYS = ("metric", "mode", "rungs", "eta")  # a stage's `early_stop:` mapping
 
 
@@ -47,6 +49,11 @@ class EarlyStop:
         rungs = "[" + ",".join(map(str, self.rungs)) + "]"
         return [f"{prefix}.metric={self.metric}", f"{prefix}.mode={self.mode}", f"{prefix}.rungs={rungs}",
                 f"{prefix}.eta={self.eta:g}"]
+
+
+def rung_key(metric: str, rung: int) -> str:
+    """The MLflow metric holding a run's `metric` at rung `rung` (one search_runs call reads a stage's)."""
+    return f"{RUNG_PREFIX}/{rung}/{metric}"
 
 
 def parse_early_stop(value: object, where: str) -> EarlyStop | None:

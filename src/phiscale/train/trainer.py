@@ -20,6 +20,7 @@ from phiscale.train.callbacks import (
     SignalCheckpoint,
     ThroughputMonitor,
 )
+from phiscale.train.early_stop import asha_callbacks
 from phiscale.train.plan import RunPlan
 
 # Lightning's INFO lines that phiscale's own start line replaces, and its advertisement.
@@ -70,6 +71,7 @@ def build_trainer(cfg: DictConfig, plan: RunPlan, logger, extra_callbacks: Itera
     bar = progress_bar(tcfg.progress_bar)
     if tcfg.progress_bar == "auto" and not bar:  # a SLURM .out file: plain lines, not a redrawn bar
         callbacks.append(ProgressLines(int(tcfg.log_every_n_steps)))
+    callbacks += asha_callbacks(cfg, str(logger.tracking_uri)) if logger is not None else []
     if cfg.progressive.enabled:
         p = cfg.progressive
         callbacks.append(ProgressiveResize(final=plan.train_resolution, min_ratio=p.min_ratio, start=p.start,
