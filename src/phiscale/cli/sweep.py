@@ -121,7 +121,9 @@ def _launch(record, indices: list[int], args: argparse.Namespace) -> int:
     done = launch(record, indices, local=args.local, max_parallel=args.max_parallel, extra_args=args.sbatch_arg,
                   script=args.script)
     if done.submission is not None:
-        print(f"queued SLURM array job {done.submission.array_job_id}: {done.submission.command}")
+        for submission in done.submissions:
+            print(f"queued SLURM array job {submission.array_job_id}: {submission.command}")
+        print(f"queued the closer, job {done.closer}: the parent run's status follows the runs' end")
         print(f"follow it: phiscale-sweep status {record.id}")
         return 0
     summary = ", ".join(f"{n} {state}" for state, n in done.counts.items())
@@ -150,13 +152,14 @@ def run_status(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- resume -----
 def run_resume(args: argparse.Namespace) -> int:
+    from phiscale.sweeps.launch import resume_indices
     from phiscale.sweeps.record import find_record, format_indices
-    from phiscale.sweeps.status import ACTIVE, RESUMABLE, counts, sweep_status, update_parent
+    from phiscale.sweeps.status import ACTIVE, counts, sweep_status, update_parent
 
     check_max_parallel(args.max_parallel)
     record = find_record(args.sweep, args.root)
     statuses = sweep_status(record)
-    todo = [s.point.index for s in statuses if s.state in RESUMABLE]
+    todo = resume_indices(record, statuses)
     if not todo:
         parent = update_parent(record, statuses)
         active = [s for s in statuses if s.state in ACTIVE]
@@ -167,7 +170,7 @@ def run_resume(args: argparse.Namespace) -> int:
             print(f"sweep {record.id} is complete: all {len(statuses)} runs finished; nothing to resume "
                   f"(parent run {parent})")
         return 0
-    why = ", ".join(f"{s.point.index} {s.state}" for s in statuses if s.state in RESUMABLE)
+    why = ", ".join(f"{s.point.index} {s.state}" for s in statuses if s.point.index in todo)
     print(f"sweep {record.id}: resuming runs {format_indices(todo)} ({why}) into their output dirs and MLflow runs")
     if not args.local and not any(s.launcher == "slurm" for s in record.submissions):
         args.local = True  # a sweep that never went to SLURM resumes where it ran
