@@ -80,7 +80,7 @@ def runs_by_index(uri: str, sweep_id: str) -> dict[int, object]:
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("chain")
     runs = client.search_runs([experiment.experiment_id], f"tags.`phiscale.sweep_id` = '{sweep_id}'")
-    return {int(r.data.tags["sweep_index"]): r for r in runs}
+    return {int(r.data.tags["sweep_index"]): r for r in runs if "sweep_index" in r.data.tags}  # not the parent
 
 
 def check_study_complete(uri: str, record_dir: Path, sweep_id: str, hopeless: int) -> dict:

@@ -83,3 +83,14 @@ def test_a_job_slurm_no_longer_knows_leaves_mlflow_to_decide(tmp_path, uri, monk
     log_child(record, 0, Child(status="FINISHED"))
     statuses = sweep_status(record)
     assert [(s.state, s.slurm_state) for s in statuses] == [("finished", None), ("missing", None)]
+
+
+def test_a_pruned_run_is_done_not_failed_and_the_parent_finishes_with_it(tmp_path, uri):
+    record = recorded_sweep(tmp_path, uri, experiment="pruned")
+    for index in range(6):
+        log_child(record, index, Child(tags={"phiscale.pruned": "2"} if index in (1, 4) else {}))
+    statuses = sweep_status(record)
+    assert [s.state for s in statuses] == ["finished", "pruned", "finished", "finished", "pruned", "finished"]
+    assert counts(statuses) == {"finished": 4, "pruned": 2}
+    assert update_parent(record, statuses) == "FINISHED"
+    assert parent_status(["pruned", "cancelled"]) == "KILLED" and parent_status(["pruned", "failed"]) == "FAILED"
