@@ -167,7 +167,8 @@ def load_sweep(path: str | Path) -> Sweep:
     path = Path(path)
     raw = read_mapping(path)
     if "stages" in raw:
-        raise PhiscaleError(f"{path} is a two-stage study (stages:): load it with phiscale.sweeps.study.load_study")
+        raise PhiscaleError(f"{path} is a two-stage study (stages:): run it with `phiscale-sweep submit {path}`, "
+                            "which chains its stages")
     return parse_sweep(raw, path)
 
 

@@ -3,7 +3,7 @@
 The EfficientNet paper's method (Tan & Le 2019, arXiv 1905.11946, §3.3): step 1 fixes φ = 1 and
 grid-searches α, β, γ under α·β²·γ² ≈ 2; step 2 fixes them and scales up with φ. As a file:
 
-    name: compound-digits
+    name: compound_digits
     base: [data=digits, model=efficientnet, trainer.max_epochs=6]     # shared by both stages
     stages:
       search:

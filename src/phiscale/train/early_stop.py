@@ -93,11 +93,16 @@ class AshaEarlyStop(L.Callback):
         return verdict.keep
 
 
-def asha_callbacks(cfg: Any, tracking_uri: str) -> list[AshaEarlyStop]:
-    """The early stopping a run's config asks for (`sweep.early_stop.metric` and rungs set), else none."""
+def asha_callbacks(cfg: Any, tracking_uri: str | None) -> list[AshaEarlyStop]:
+    """The early stopping a run's config asks for (`sweep.early_stop.metric` and rungs set), else none;
+    the store is the run logger's (`tracking_uri`), else the config's."""
     spec = cfg.sweep.get("early_stop") if cfg.get("sweep") is not None else None
     if not spec or not spec.get("metric") or not spec.get("rungs"):
         return []
+    if tracking_uri is None:
+        from phiscale.tracking.store import normalize_tracking_uri
+
+        tracking_uri = normalize_tracking_uri(str(cfg.tracking.uri))
     if not cfg.sweep.get("id"):
         from phiscale.errors import PhiscaleError
 

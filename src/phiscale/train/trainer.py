@@ -71,7 +71,7 @@ def build_trainer(cfg: DictConfig, plan: RunPlan, logger, extra_callbacks: Itera
     bar = progress_bar(tcfg.progress_bar)
     if tcfg.progress_bar == "auto" and not bar:  # a SLURM .out file: plain lines, not a redrawn bar
         callbacks.append(ProgressLines(int(tcfg.log_every_n_steps)))
-    callbacks += asha_callbacks(cfg, str(logger.tracking_uri)) if logger is not None else []
+    callbacks += asha_callbacks(cfg, getattr(logger, "tracking_uri", None))  # a sweep stage's early stopping
     if cfg.progressive.enabled:
         p = cfg.progressive
         callbacks.append(ProgressiveResize(final=plan.train_resolution, min_ratio=p.min_ratio, start=p.start,
