@@ -126,3 +126,10 @@ def test_a_study_is_queued_as_one_array_per_stage_each_after_the_one_before_and_
     calls.clear()
     launch(load_record(study.path), [2, 4], local=False)
     assert calls[0][:1] == ["--array=2,4"] and not any(a.startswith("--dependency") for a in calls[0])
+    with locked(study) as fresh:  # a study stopped after a search that left nothing to retry: nothing to run
+        fresh.winner, fresh.stopped = None, "no search run finished"
+        fresh.save()
+    done_search = [state(0, "pruned"), state(1, "pruned"), *statuses[2:]]
+    assert resume_indices(load_record(study.path), done_search) == []
+    assert resume_indices(load_record(study.path), statuses) == [0, 2, 4], "a search to retry clears the stop"
+    assert load_record(study.path).stopped is None

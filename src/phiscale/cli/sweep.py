@@ -160,6 +160,9 @@ def run_resume(args: argparse.Namespace) -> int:
     record = find_record(args.sweep, args.root)
     statuses = sweep_status(record)
     todo = resume_indices(record, statuses)
+    if not todo and record.stopped:
+        print(f"sweep {record.id}: nothing to resume; the study stopped: {record.stopped}")
+        return 1
     if not todo:
         parent = update_parent(record, statuses)
         active = [s for s in statuses if s.state in ACTIVE]

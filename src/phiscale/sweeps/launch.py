@@ -179,6 +179,8 @@ def resume_indices(record: SweepRecord, statuses: Sequence[Any]) -> list[int]:
 
     searched = record.winner is not None
     todo = [s.point.index for s in statuses if s.state in RESUMABLE and not (searched and s.point.stage == "search")]
+    if record.stopped and not any(record.point(i).stage == "search" for i in todo):
+        return []  # stopped after a search with nothing left to run: its scale stage has no winner to train
     if record.stopped and any(record.point(i).stage == "search" for i in todo):
         from phiscale.sweeps.record import locked
 

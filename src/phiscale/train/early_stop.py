@@ -50,11 +50,13 @@ class AshaEarlyStop(L.Callback):
         self.rule, self.uri, self.experiment = rule, tracking_uri, experiment
         self.sweep_id, self.stage, self.wait_s, self.echo = sweep_id, stage, wait_s, echo
         self.pruned_at: int | None = None
+        self.judged: set[int] = set()  # rungs asked at already (several validations per epoch ask once)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         rung = trainer.current_epoch + 1
-        if trainer.sanity_checking or rung not in self.rule.rungs or self.pruned_at is not None:
+        if trainer.sanity_checking or rung not in self.rule.rungs or rung in self.judged or self.pruned_at:
             return
+        self.judged.add(rung)
         keep = True
         if trainer.is_global_zero:
             keep = self._ask(trainer, rung)
