@@ -13,6 +13,7 @@ from phiscale.sweeps.listing import describe, format_table
 
 COMMANDS = ("list", "submit", "status", "resume")
 DEFAULT_ROOT = "outputs"  # conf/train.yaml's paths.root
+STAGE_LESS = ("submit (recorded):", "SLURM array:", "Hydra multirun:")  # listing lines that train one file's points
 
 
 DESCRIPTION = (
@@ -95,8 +96,9 @@ def run_list(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json.dumps({"name": study.name, "stages": infos}, indent=2, ensure_ascii=False))
         return 0
-    for info in infos:
-        print(f"stage {info['stage']} (study runs from {info['first_index']}):\n{format_table(info)}\n")
+    for info in infos:  # a stage's runs only; the commands below are the study's, not a stage's
+        table = [line for line in format_table(info).splitlines() if not line.startswith(STAGE_LESS)]
+        print(f"stage {info['stage']} (study runs from {info['first_index']}):\n" + "\n".join(table) + "\n")
     print(f"`phiscale-sweep submit {args.file}` queues both stages: the scale stage after the search, "
           "with the search winner's model.alpha, model.beta, model.gamma")
     return 0
@@ -143,7 +145,8 @@ def run_status(args: argparse.Namespace) -> int:
     parent = update_parent(record, statuses)
     rows = status_rows(statuses)
     if args.format == "json":
-        json.dump({"id": record.id, "name": record.name, "parent_status": parent, "runs": rows}, sys.stdout, indent=2)
+        json.dump({"id": record.id, "name": record.name, "parent_status": parent, "runs": rows, "winner": record.winner,
+                   "stopped": record.stopped, "epochs": record.epochs}, sys.stdout, indent=2)
         print()
     else:
         print(format_status(record, rows, parent))
