@@ -218,7 +218,7 @@ def study_lines(record) -> list[str]:
         lines.append("search winner: not chosen yet (the scale stage's first run picks it)")
     if record.stopped:
         lines.append(f"study stopped: {record.stopped}")
-    if record.epochs:
+    if record.epochs and record.stages:  # what early stopping saved (a study's; plain sweeps train every epoch)
         e = record.epochs
         lines.append(f"epochs: {e['spent']} spent of the full grid's {e['full']} ({e['spent'] / max(1, e['full']):.0%})")
     return lines
