@@ -139,3 +139,16 @@ def test_an_unknown_sweep_and_sbatch_args_with_local_are_refused_in_one_line(tmp
         main(["submit", "sweeps/phi.yaml", "--local", "--sbatch-arg=--time=5"])
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--sbatch-arg --time=5 has no effect with --local" in err
+
+
+def test_list_of_a_study_shows_both_stages_and_the_one_command_that_chains_them(capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    assert main(["list", "sweeps/compound_digits.yaml"]) == 0
+    out = capsys.readouterr().out
+    assert "stage search (study runs from 0):" in out and "stage scale (study runs from 4):" in out
+    assert "SLURM array:" not in out, "a stage's points are not trained by a plain array"
+    assert out.rstrip().endswith("queues both stages: the scale stage after the search, with the search winner's "
+                                 "model.alpha, model.beta, model.gamma")
+    assert main(["list", "sweeps/compound_digits.yaml", "--format", "json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert [s["stage"] for s in info["stages"]] == ["search", "scale"] and len(info["stages"][0]["runs"]) == 4

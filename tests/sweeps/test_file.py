@@ -29,15 +29,18 @@ def test_the_four_sweeps_are_there():
 def test_every_sweep_file_loads_into_hydra_overrides(path):
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    sweep = load_sweep(path)
-    assert len(sweep) >= 1 and sweep.name == path.stem and sweep.description
+    from phiscale.sweeps.study import load_study
+
+    study = load_study(path)  # a plain sweep file, or each stage of a two-stage study
+    assert len(study) >= 1 and study.name == path.stem and study.description
     parser = OverridesParser.create()
-    for i in range(len(sweep)):
-        overrides = sweep.overrides(i)
-        assert overrides[: len(sweep.base)] == sweep.base
-        keys = [parser.parse_override(o).key_or_group for o in overrides]
-        assert len(keys) == len(set(keys)), f"point {i} sets a key twice: {overrides}"
-        assert any(k == "model" for k in keys), f"point {i} does not choose a model: {overrides}"
+    for sweep in (stage.sweep for stage in study.stages):
+        for i in range(len(sweep)):
+            overrides = sweep.overrides(i)
+            assert overrides[: len(sweep.base)] == sweep.base
+            keys = [parser.parse_override(o).key_or_group for o in overrides]
+            assert len(keys) == len(set(keys)), f"point {i} sets a key twice: {overrides}"
+            assert any(k == "model" for k in keys), f"point {i} does not choose a model: {overrides}"
 
 
 def test_phi_sweep_is_the_formula_family():
@@ -85,12 +88,16 @@ def test_sweep_points_compose_with_the_train_config(path):
     """The keys a sweep sets exist in conf/ (first and last point: every key of a grid)."""
     from hydra import compose, initialize_config_dir
 
-    sweep = load_sweep(path)
+    from phiscale.sweeps.study import load_study
+
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):  # conf_dir() registers the model group
-        for i in sorted({0, len(sweep) - 1}):
-            cfg = compose(config_name="train", overrides=sweep.overrides(i))
-            values = dict(o.split("=", 1) for o in sweep.overrides(i))
-            assert cfg.model.name == values["model"], f"point {i}: {sweep.overrides(i)}"
+        for stage in load_study(path).stages:  # a study's stages too, with the early stopping they hand on
+            sweep, handed = stage.sweep, stage.early_stop.overrides() if stage.early_stop else []
+            for i in sorted({0, len(sweep) - 1}):
+                cfg = compose(config_name="train", overrides=[*sweep.overrides(i), *handed])
+                values = dict(o.split("=", 1) for o in sweep.overrides(i))
+                assert cfg.model.name == values["model"], f"point {i}: {sweep.overrides(i)}"
+                assert not handed or list(cfg.sweep.early_stop.rungs) == list(stage.early_stop.rungs)
 
 
 @pytest.mark.parametrize("index", [-1, 8, 100, "two"])

@@ -80,3 +80,56 @@ def test_a_failing_local_run_does_not_stop_the_next(record, capsys):
     log = Path(record.point(2).output_dir) / "train.log"
     assert "trainer.max_epochs=-3 must be an integer >= -1" in log.read_text()
     assert json.loads(record.path.read_text())["submissions"][-1]["launcher"] == "local"
+
+
+def test_a_study_is_queued_as_one_array_per_stage_each_after_the_one_before_and_a_closer_after_all(
+        tmp_dir, monkeypatch):
+    from phiscale.slurm import queue as slurm_queue
+
+    (tmp_dir / "study.yaml").write_text(
+        "name: two\nbase: [model=efficientnet]\nstages:\n  search:\n    base: [model.phi=1]\n"
+        "    grid: {model.alpha: [1.1, 1.2]}\n    early_stop: {metric: val/loss, rungs: [1]}\n"
+        "  scale:\n    from: search\n    grid: {model.phi: [0, 0.5, 1]}\n")
+    calls: list[list[str]] = []
+    monkeypatch.setattr(slurm_queue, "submit", lambda args: calls.append(list(args)) or str(100 + len(calls)))
+    with monkeypatch.context() as patch:
+        patch.chdir(tmp_dir)
+        study = new_sweep("study.yaml", ["paths.root=out", "tracking.uri=sqlite:///db/mlflow.db",
+                                         "tracking.experiment=q"], submit_command="phiscale-sweep submit study.yaml")
+    assert [p.stage for p in study.points] == ["search"] * 2 + ["scale"] * 3
+    assert study.stage("search")["early_stop"] == {"metric": "val/loss", "mode": "min", "rungs": [1], "eta": 3}
+    assert study.child_tags(3)["phiscale.stage"] == "scale"
+    assert study.stage_overrides(0) == [f"sweep.id={study.id}", "sweep.stage=search", "sweep.early_stop.metric=val/loss",
+                                        "sweep.early_stop.mode=min", "sweep.early_stop.rungs=[1]", "sweep.early_stop.eta=3"]
+    done = launch(study, [0, 1, 2, 3, 4], local=False, max_parallel=1)
+    search, scale, closer = calls
+    assert search[:1] == ["--array=0-1%1"] and scale[:2] == ["--array=2-4%1", "--dependency=afterany:101"]
+    assert closer[0] == "--dependency=afterany:101:102" and done.closer == "103"
+    assert [s.array_job_id for s in load_record(study.path).submissions] == ["101", "102"]
+
+    # resume: a search with a recorded winner is never run again; the scale runs are, without waiting.
+    from types import SimpleNamespace
+
+    from phiscale.sweeps.launch import resume_indices
+    from phiscale.sweeps.record import locked
+
+    def state(index: int, value: str):
+        return SimpleNamespace(point=study.point(index), state=value)
+
+    statuses = [state(0, "cancelled"), state(1, "pruned"), state(2, "cancelled"), state(3, "finished"),
+                state(4, "missing")]
+    assert resume_indices(study, statuses) == [0, 2, 4], "no winner yet: the search continues"
+    with locked(study) as fresh:
+        fresh.winner = {"run_id": "r0", "index": 1, "overrides": ["model.alpha=1.2"]}
+        fresh.save()
+    assert resume_indices(load_record(study.path), statuses) == [2, 4]
+    calls.clear()
+    launch(load_record(study.path), [2, 4], local=False)
+    assert calls[0][:1] == ["--array=2,4"] and not any(a.startswith("--dependency") for a in calls[0])
+    with locked(study) as fresh:  # a study stopped after a search that left nothing to retry: nothing to run
+        fresh.winner, fresh.stopped = None, "no search run finished"
+        fresh.save()
+    done_search = [state(0, "pruned"), state(1, "pruned"), *statuses[2:]]
+    assert resume_indices(load_record(study.path), done_search) == []
+    assert resume_indices(load_record(study.path), statuses) == [0, 2, 4], "a search to retry clears the stop"
+    assert load_record(study.path).stopped is None

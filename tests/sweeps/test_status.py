@@ -83,3 +83,29 @@ def test_a_job_slurm_no_longer_knows_leaves_mlflow_to_decide(tmp_path, uri, monk
     log_child(record, 0, Child(status="FINISHED"))
     statuses = sweep_status(record)
     assert [(s.state, s.slurm_state) for s in statuses] == [("finished", None), ("missing", None)]
+
+
+def test_a_pruned_run_is_done_not_failed_and_the_parent_finishes_with_it(tmp_path, uri):
+    record = recorded_sweep(tmp_path, uri, experiment="pruned")
+    for index in range(6):
+        log_child(record, index, Child(tags={"phiscale.pruned": "2"} if index in (1, 4) else {}))
+    statuses = sweep_status(record)
+    assert [s.state for s in statuses] == ["finished", "pruned", "finished", "finished", "pruned", "finished"]
+    assert counts(statuses) == {"finished": 4, "pruned": 2}
+    assert update_parent(record, statuses) == "FINISHED"
+    assert parent_status(["pruned", "cancelled"]) == "KILLED" and parent_status(["pruned", "failed"]) == "FAILED"
+
+
+def test_the_status_of_a_study_ends_with_its_winner_and_the_epochs_early_stopping_saved():
+    from types import SimpleNamespace
+
+    from phiscale.sweeps.status import study_lines
+
+    winner = {"index": 2, "overrides": ["model.alpha=1.3"], "metric": "val/top1_best", "value": 0.9, "run_id": "r2",
+              "how": "max val/top1_best over 2 finished search runs (2 pruned, 0 failed or missing)"}
+    study = SimpleNamespace(winner=winner, stages=[{"name": "search"}], stopped=None, epochs={"spent": 10, "full": 12})
+    assert study_lines(study) == [
+        "search winner: run 2 (model.alpha=1.3), val/top1_best=0.9000, run r2; max val/top1_best over 2 finished "
+        "search runs (2 pruned, 0 failed or missing)", "epochs: 10 spent of the full grid's 12 (83%)"]
+    plain = SimpleNamespace(winner=None, stages=[], stopped=None, epochs={"spent": 18, "full": 18})
+    assert study_lines(plain) == [], "a plain sweep's table ends with its counts"

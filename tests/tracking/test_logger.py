@@ -70,3 +70,17 @@ def test_an_unknown_mode_is_refused():
     with pytest.raises(PhiscaleError, match="tracking.mode='sometimes'"):
         RunLogger(output_dir="x", tracking_uri="sqlite:////x.db", experiment="e", run_name="r", params={},
                   tags={}, mode="sometimes")
+
+
+def test_wait_sent_returns_once_the_store_holds_what_was_journaled(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    logger = make(tmp_path / "out", uri, heartbeat_s=0)
+    logger.open()
+    logger.log_metrics({"rung/1/val/loss": 0.5}, step=7)
+    assert logger.wait_sent(60), "the sender thread sends within the bound"
+    assert client(uri).get_run(logger.run_id).data.metrics["rung/1/val/loss"] == 0.5, "readable by another process"
+    logger.close("finished", drain_timeout_s=30)
+    offline = make(tmp_path / "off", uri, mode="offline")
+    offline.open()
+    assert offline.wait_sent(5) is False, "offline: nothing is sent, and it says so at once"
+    offline.close("finished", drain_timeout_s=1)

@@ -13,6 +13,7 @@ from phiscale.sweeps.listing import describe, format_table
 
 COMMANDS = ("list", "submit", "status", "resume")
 DEFAULT_ROOT = "outputs"  # conf/train.yaml's paths.root
+STAGE_LESS = ("submit (recorded):", "SLURM array:", "Hydra multirun:")  # listing lines that train one file's points
 
 
 DESCRIPTION = (
@@ -86,13 +87,24 @@ def _launch_options(parser: argparse.ArgumentParser) -> None:
 
 
 def run_list(args: argparse.Namespace) -> int:
+    from phiscale.sweeps.study import load_study
+
     check_max_parallel(args.max_parallel)
-    info = describe(load_sweep(args.file), args.extra, args.max_parallel)
+    study = load_study(args.file)
+    if not study.two_stage:
+        info = describe(load_sweep(args.file), args.extra, args.max_parallel)
+        print(json.dumps(info, indent=2, ensure_ascii=False) if args.format == "json" else format_table(info))
+        return 0
+    infos = [{"stage": stage.name, "first_index": study.indices(stage)[0],
+              **describe(stage.sweep, args.extra, args.max_parallel)} for stage in study.stages]
     if args.format == "json":
-        json.dump(info, sys.stdout, indent=2, ensure_ascii=False)
-        print()
-    else:
-        print(format_table(info))
+        print(json.dumps({"name": study.name, "stages": infos}, indent=2, ensure_ascii=False))
+        return 0
+    for info in infos:  # a stage's runs only; the commands below are the study's, not a stage's
+        table = [line for line in format_table(info).splitlines() if not line.startswith(STAGE_LESS)]
+        print(f"stage {info['stage']} (study runs from {info['first_index']}):\n" + "\n".join(table) + "\n")
+    print(f"`phiscale-sweep submit {args.file}` queues both stages: the scale stage after the search, "
+          "with the search winner's model.alpha, model.beta, model.gamma")
     return 0
 
 
@@ -120,7 +132,9 @@ def _launch(record, indices: list[int], args: argparse.Namespace) -> int:
     done = launch(record, indices, local=args.local, max_parallel=args.max_parallel, extra_args=args.sbatch_arg,
                   script=args.script)
     if done.submission is not None:
-        print(f"queued SLURM array job {done.submission.array_job_id}: {done.submission.command}")
+        for submission in done.submissions:
+            print(f"queued SLURM array job {submission.array_job_id}: {submission.command}")
+        print(f"queued the closer, job {done.closer}: the parent run's status follows the runs' end")
         print(f"follow it: phiscale-sweep status {record.id}")
         return 0
     summary = ", ".join(f"{n} {state}" for state, n in done.counts.items())
@@ -140,7 +154,8 @@ def run_status(args: argparse.Namespace) -> int:
     parent = update_parent(record, statuses)
     rows = status_rows(statuses)
     if args.format == "json":
-        json.dump({"id": record.id, "name": record.name, "parent_status": parent, "runs": rows}, sys.stdout, indent=2)
+        json.dump({"id": record.id, "name": record.name, "parent_status": parent, "runs": rows, "winner": record.winner,
+                   "stopped": record.stopped, "epochs": record.epochs}, sys.stdout, indent=2)
         print()
     else:
         print(format_status(record, rows, parent))
@@ -149,13 +164,17 @@ def run_status(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- resume -----
 def run_resume(args: argparse.Namespace) -> int:
+    from phiscale.sweeps.launch import resume_indices
     from phiscale.sweeps.record import find_record, format_indices
-    from phiscale.sweeps.status import ACTIVE, RESUMABLE, counts, sweep_status, update_parent
+    from phiscale.sweeps.status import ACTIVE, counts, sweep_status, update_parent
 
     check_max_parallel(args.max_parallel)
     record = find_record(args.sweep, args.root)
     statuses = sweep_status(record)
-    todo = [s.point.index for s in statuses if s.state in RESUMABLE]
+    todo = resume_indices(record, statuses)
+    if not todo and record.stopped:
+        print(f"sweep {record.id}: nothing to resume; the study stopped: {record.stopped}")
+        return 1
     if not todo:
         parent = update_parent(record, statuses)
         active = [s for s in statuses if s.state in ACTIVE]
@@ -166,7 +185,7 @@ def run_resume(args: argparse.Namespace) -> int:
             print(f"sweep {record.id} is complete: all {len(statuses)} runs finished; nothing to resume "
                   f"(parent run {parent})")
         return 0
-    why = ", ".join(f"{s.point.index} {s.state}" for s in statuses if s.state in RESUMABLE)
+    why = ", ".join(f"{s.point.index} {s.state}" for s in statuses if s.point.index in todo)
     print(f"sweep {record.id}: resuming runs {format_indices(todo)} ({why}) into their output dirs and MLflow runs")
     if not args.local and not any(s.launcher == "slurm" for s in record.submissions):
         args.local = True  # a sweep that never went to SLURM resumes where it ran

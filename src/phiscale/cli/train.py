@@ -41,13 +41,15 @@ def compose_sweep_point(cfg: DictConfig) -> tuple[DictConfig, dict[str, str]]:
         return composed, {"seed": str(composed.seed), **sweep.run_tags(int(cfg.sweep.index))}
 
     from phiscale.sweeps.record import load_record, quote_value
+    from phiscale.sweeps.winner import run_overrides
 
     record = load_record(record_path)
     point = record.point(cfg.sweep.index)
     pinned = record.pinned(point.index)
     check_pinned(cfg, pinned, record.id)
-    forced = [f"{key}={quote_value(value)}" for key, value in pinned.items()]
-    composed = compose(config_name="train", overrides=[*point.overrides, *record.extra, *cli, *forced])
+    forced = [f"{key}={quote_value(value)}" for key, value in pinned.items()] + record.stage_overrides(point.index)
+    own = run_overrides(record, point.index)  # a scale run's: its point's, then the search winner's α, β, γ
+    composed = compose(config_name="train", overrides=[*own, *record.extra, *cli, *forced])
     return composed, {"seed": str(composed.seed), **record.child_tags(point.index)}
 
 

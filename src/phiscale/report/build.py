@@ -74,6 +74,14 @@ def make_report(
         write_csv(rows, out / CSV_NAME),
         *plots,
     ]
+    if record is not None and record.stages:  # a two-stage study: its search table, scale curve and fit
+        from phiscale.report.study import write_study
+        from phiscale.sweeps.status import sweep_status
+
+        section, study_files = write_study(record, sweep_status(record), out)
+        with open(files[0], "a") as markdown:
+            markdown.write("\n" + section)
+        files += study_files
     report = Report(experiment, experiment_id, uri, rows, out, files, sweep_id=record.id if record else None)
     if log_to_mlflow:
         tags[f"{REPORT_TAG}.runs"] = str(sum(r.runs for r in rows if r.run_id))

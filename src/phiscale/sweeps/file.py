@@ -96,9 +96,7 @@ class Sweep:
             try:
                 index = int(str(index))
             except ValueError:
-                raise PhiscaleError(
-                    f"sweep.index={index!r} is not an integer; pick 0…{len(self) - 1} for {self.path}"
-                ) from None
+                raise PhiscaleError(f"sweep.index={index!r} is not an integer; pick 0…{len(self) - 1} for {self.path}") from None
         if not 0 <= index < len(self):
             raise PhiscaleError(
                 f"sweep.index={index} is out of range for {self.path} ({len(self)} runs): "
@@ -167,25 +165,36 @@ class Sweep:
 def load_sweep(path: str | Path) -> Sweep:
     """Read and validate a sweep file; every error names the file, the bad value and the fix."""
     path = Path(path)
+    raw = read_mapping(path)
+    if "stages" in raw:
+        raise PhiscaleError(f"{path} is a two-stage study (stages:): run it with `phiscale-sweep submit {path}`, "
+                            "which chains its stages")
+    return parse_sweep(raw, path)
+
+
+def read_mapping(path: Path) -> dict:
+    """A sweep file's YAML mapping, or an error naming the file and the fix."""
     if not path.is_file():
-        raise PhiscaleError(
-            f"sweep file {path} not found (cwd {Path.cwd()}): pass a path like sweeps/phi.yaml"
-        )
+        raise PhiscaleError(f"sweep file {path} not found (cwd {Path.cwd()}): pass a path like sweeps/phi.yaml")
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         raise PhiscaleError(f"{path} is not valid YAML ({_one_line(err)}): fix the syntax") from None
     if not isinstance(raw, dict):
         raise PhiscaleError(f"{path} must be a YAML mapping with `grid:` and/or `points:`, got {raw!r}")
-    unknown = sorted(set(raw) - set(TOP_LEVEL_KEYS))
-    if unknown:
-        raise PhiscaleError(f"{path}: unknown key(s) {unknown}; allowed: {', '.join(TOP_LEVEL_KEYS)}")
+    return raw
 
-    name = str(raw.get("name") or path.stem)
+
+def parse_sweep(raw: dict, file: Path, *, where: str | None = None, allowed: Sequence[str] = TOP_LEVEL_KEYS) -> Sweep:
+    """A sweep from its mapping (a file's, or one stage's: then `where` names it in errors)."""
+    path = where or file  # what the errors name
+    unknown = sorted(set(raw) - set(allowed))
+    if unknown:
+        raise PhiscaleError(f"{path}: unknown key(s) {unknown}; allowed: {', '.join(allowed)}")
+
+    name = str(raw.get("name") or file.stem)
     if not _NAME.match(name):
-        raise PhiscaleError(
-            f"{path}: name {name!r} must be letters, digits, '_', '-' or '.' (it becomes a tag)"
-        )
+        raise PhiscaleError(f"{path}: name {name!r} must be letters, digits, '_', '-' or '.' (it becomes a tag)")
     description = str(raw.get("description") or "").strip()
     tags = raw.get("tags") or {}
     if not isinstance(tags, dict):
@@ -219,7 +228,7 @@ def load_sweep(path: str | Path) -> Sweep:
     _check_unique(rendered, path)
     return Sweep(
         name=name,
-        path=path,
+        path=file,
         description=description,
         base=_render(base, f"{path}: base"),
         points=rendered,
@@ -297,9 +306,7 @@ def _axis_values(axis: str, values: Any, where: str) -> list[Scalar]:
         missing = [k for k in RANGE_KEYS if k not in values]
         extra = sorted(set(values) - set(RANGE_KEYS))
         if missing or extra:
-            raise PhiscaleError(
-                f"{where}: {axis}: a range needs exactly start, stop, step (stop included), got {values!r}"
-            )
+            raise PhiscaleError(f"{where}: {axis}: a range needs exactly start, stop, step (stop included), got {values!r}")
         start, stop, step = (values[k] for k in RANGE_KEYS)
         if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (start, stop, step)):
             raise PhiscaleError(f"{where}: {axis}: start, stop and step must be numbers, got {values!r}")
@@ -311,9 +318,7 @@ def _axis_values(axis: str, values: Any, where: str) -> list[Scalar]:
         as_int = all(isinstance(v, int) for v in (start, stop, step))
         return [start + i * step if as_int else round(start + i * step, 10) for i in range(count)]
     if not isinstance(values, list) or not values:
-        raise PhiscaleError(
-            f"{where}: {axis} must be a non-empty list or {{start, stop, step}}, got {values!r}"
-        )
+        raise PhiscaleError(f"{where}: {axis} must be a non-empty list or {{start, stop, step}}, got {values!r}")
     for v in values:
         _check_scalar(v, f"{where}: {axis}")
     return values
@@ -321,9 +326,7 @@ def _axis_values(axis: str, values: Any, where: str) -> list[Scalar]:
 
 def _expand_grid(grid: Any, where: str) -> list[dict[str, Scalar]]:
     if not isinstance(grid, dict) or not grid:
-        raise PhiscaleError(
-            f"{where} must map each key to its values, e.g. model.phi: [0, 1, 2], got {grid!r}"
-        )
+        raise PhiscaleError(f"{where} must map each key to its values, e.g. model.phi: [0, 1, 2], got {grid!r}")
     axes = {str(axis): _axis_values(str(axis), values, where) for axis, values in grid.items()}
     size = math.prod(len(v) for v in axes.values())
     if size > MAX_POINTS:
@@ -343,9 +346,7 @@ def _apply_constraint(
         )
     product, target, rel_tol = (constraint[k] for k in CONSTRAINT_KEYS)
     if not isinstance(product, dict) or not product:
-        raise PhiscaleError(
-            f"{where}: product must map keys to powers, e.g. {{model.alpha: 1}}, got {product!r}"
-        )
+        raise PhiscaleError(f"{where}: product must map keys to powers, e.g. {{model.alpha: 1}}, got {product!r}")
     for key, power in product.items():
         if not isinstance(power, int | float) or isinstance(power, bool):
             raise PhiscaleError(f"{where}: the power of {key} must be a number, got {power!r}")
@@ -389,9 +390,7 @@ def _render(assignments: Mapping[str, Scalar], where: str) -> list[str]:
         except HydraException as err:
             raise PhiscaleError(f"{where}: {override!r} is not a Hydra override ({_one_line(err)})") from None
         if parsed.is_sweep_override():
-            raise PhiscaleError(
-                f"{where}: {override!r} is a multirun sweep; list the values under `grid:` instead"
-            )
+            raise PhiscaleError(f"{where}: {override!r} is a multirun sweep; list the values under `grid:` instead")
         out.append(override)
     return out
 

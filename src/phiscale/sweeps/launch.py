@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from phiscale.errors import PhiscaleError
-from phiscale.sweeps.file import load_sweep
 from phiscale.sweeps.record import (
     Submission,
     SweepRecord,
@@ -29,6 +28,7 @@ from phiscale.sweeps.record import (
     open_parent_run,
     quote_value,
 )
+from phiscale.sweeps.study import load_study, stage_record
 
 REPO_SCRIPT = Path(__file__).resolve().parents[3] / "slurm" / "sweep.sbatch"
 LOCAL_LOG = "train.log"  # a local run's console output, in its output dir
@@ -52,21 +52,24 @@ def settings_of(cfg: Any) -> SweepSettings:
 
 
 def new_sweep(sweep_file: str | Path, extra: Sequence[str], *, submit_command: str) -> SweepRecord:
-    """Load the sweep file, write its record (one output dir per run) and open its parent MLflow run."""
+    """Load the sweep file (one stage, or a study's two), write its record (one output dir per run) and
+    open its parent MLflow run."""
     from phiscale.config import compose_config
     from phiscale.tracking.store import check_reachable
 
-    sweep = load_sweep(sweep_file)
-    settings = settings_of(compose_config([*sweep.base, *extra]))  # as the runs will compose it
+    study = load_study(sweep_file)
+    settings = settings_of(compose_config([*study.stages[0].sweep.base, *extra]))  # as the runs will compose it
     check_reachable(settings.tracking_uri)  # a wrong server URI fails here, in seconds, before anything is queued
-    record = create_record(sweep, root=settings.root, extra=extra, submit_command=submit_command,
+    record = create_record(study, root=settings.root, extra=extra, submit_command=submit_command,
                            tracking_uri=settings.tracking_uri, experiment=settings.experiment)
+    stage_record(record, study)
     open_parent_run(record)
     return record
 
 
 def sbatch_args(record: SweepRecord, indices: Sequence[int], *, max_parallel: int | None = None,
-                extra_args: Sequence[str] = (), script: str | Path | None = None) -> list[str]:
+                extra_args: Sequence[str] = (), script: str | Path | None = None,
+                after: str | None = None) -> list[str]:
     """sbatch's arguments for one array over `indices` (job name and log files default to the sweep's)."""
     if max_parallel is not None and max_parallel < 1:
         raise PhiscaleError(f"--max-parallel {max_parallel} must be at least 1 (or left out for no limit)")
@@ -74,7 +77,7 @@ def sbatch_args(record: SweepRecord, indices: Sequence[int], *, max_parallel: in
     if not script.is_file():
         raise PhiscaleError(f"SLURM script {script} not found: pass --script path/to/sweep.sbatch")
     array = format_indices(indices) + (f"%{max_parallel}" if max_parallel else "")
-    ours = [f"--array={array}"]
+    ours = [f"--array={array}"] + ([f"--dependency=afterany:{after}"] if after else [])
     if not _given(extra_args, "--job-name", "-J"):
         ours.append(f"--job-name={record.id}")
     if not _given(extra_args, "--output", "-o"):
@@ -127,7 +130,9 @@ def run_local(record: SweepRecord, indices: Sequence[int], *, echo: Callable[[st
 class Launched:
     """What one launch did: a SLURM submission, or (local) each run's exit code and the sweep after them."""
 
-    submission: Submission | None = None
+    submission: Submission | None = None  # SLURM: the first array (a study's search)
+    submissions: list[Submission] | None = None  # SLURM: one array per stage
+    closer: str | None = None  # SLURM: the job that closes the parent after them
     codes: dict[int, int] | None = None
     counts: dict[str, int] | None = None  # local: {state: how many} over the whole sweep
     parent: str | None = None  # local: the parent run's status after the runs
@@ -139,16 +144,50 @@ class Launched:
 
 def launch(record: SweepRecord, indices: Sequence[int], *, local: bool, max_parallel: int | None = None,
            extra_args: Sequence[str] = (), script: str | Path | None = None) -> Launched:
-    """Train `indices` here one after another (then set the parent from every run's state), or queue them
-    as one SLURM array and return at once."""
+    """Train `indices` here one after another, stage by stage (then set the parent from every run's state),
+    or queue them as one SLURM array per stage, each stage after the one before it (`--dependency=afterany`),
+    and the closer after all (sweeps/close.py), and return at once."""
+    groups = [g for g in (sorted(set(indices) & set(record.stage_indices(s["name"]))) for s in record.stages) if g]
+    groups = groups or [list(indices)]
     if not local:
-        return Launched(submission=submit_slurm(record, indices, max_parallel=max_parallel,
-                                                extra_args=extra_args, script=script))
-    from phiscale.sweeps.status import counts, sweep_status, update_parent
+        submissions, after = [], None
+        for group in groups:
+            submissions.append(submit_slurm(record, group, max_parallel=max_parallel, extra_args=extra_args,
+                                            script=script, after=after))
+            after = submissions[-1].array_job_id
+        from phiscale.sweeps.close import submit_closer
 
-    codes = run_local(record, indices)
-    statuses = sweep_status(record)
-    return Launched(codes=codes, counts=counts(statuses), parent=update_parent(record, statuses))
+        closer = submit_closer(record, [s.array_job_id for s in submissions], extra_args)
+        return Launched(submission=submissions[0], submissions=submissions, closer=closer)
+    from phiscale.sweeps.close import close_sweep
+    from phiscale.sweeps.status import counts, sweep_status
+
+    codes: dict[int, int] = {}
+    for group in groups:
+        done = run_local(record, group)
+        codes |= done
+        if len(done) < len(group):
+            break  # interrupted: the later stages wait for `resume`
+    parent, _ = close_sweep(record)
+    return Launched(codes=codes, counts=counts(sweep_status(record)), parent=parent)
+
+
+def resume_indices(record: SweepRecord, statuses: Sequence[Any]) -> list[int]:
+    """The runs `resume` relaunches: the failed, cancelled, lost and missing ones, except a search's once
+    its winner is recorded (a scale stage always trains the winner it was given). Clears a stop to retry."""
+    from phiscale.sweeps.status import RESUMABLE
+
+    searched = record.winner is not None
+    todo = [s.point.index for s in statuses if s.state in RESUMABLE and not (searched and s.point.stage == "search")]
+    if record.stopped and not any(record.point(i).stage == "search" for i in todo):
+        return []  # stopped after a search with nothing left to run: its scale stage has no winner to train
+    if record.stopped and any(record.point(i).stage == "search" for i in todo):
+        from phiscale.sweeps.record import locked
+
+        with locked(record) as fresh:
+            fresh.stopped = record.stopped = None  # the search runs again: its winner is picked afresh
+            fresh.save()
+    return todo
 
 
 def _given(args: Sequence[str], *flags: str) -> bool:

@@ -18,12 +18,14 @@ them.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import re
 import secrets
 import shlex
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -34,6 +36,7 @@ from phiscale.paths import write_atomically
 from phiscale.sweeps.file import SEED_KEY, Sweep
 
 RECORD = "sweep.json"
+LOCK = "record.lock"  # beside the record: one reader-modifier-writer of it at a time (`locked`)
 SWEEPS_DIR = "sweeps"  # under paths.root
 POINTS_DIR = "points"  # under a record's dir; slurm/sweep.sbatch knows this layout too
 LAUNCHERS = ("slurm", "local", "multirun")
@@ -46,6 +49,8 @@ FILE_TAG, HASH_TAG, POINTS_TAG = "phiscale.sweep_file", "phiscale.sweep_hash", "
 COMMAND_TAG, ARRAY_TAG, RECORD_TAG = "phiscale.submit_command", "phiscale.slurm_array_job_id", "phiscale.sweeps.record"
 # A child run's tags besides the sweep file's own `sweep`, `sweep_index`, `sweep_point`, `seed`.
 PARENT_RUN_TAG, OVERRIDES_TAG = "mlflow.parentRunId", "phiscale.sweep_overrides"
+# A two-stage study (sweeps/study.py): each run's stage; the parent's winner of the search, or why it stopped.
+STAGE_TAG, WINNER_TAG, STOPPED_TAG = "phiscale.stage", "phiscale.search.winner", "phiscale.study.stopped"
 
 
 @dataclass
@@ -58,6 +63,7 @@ class RecordPoint:
     overrides: list[str]  # the sweep's base, then `own`
     own: list[str]  # the point's own overrides (and seed=)
     output_dir: str
+    stage: str | None = None  # a study's "search" or "scale"; None: a one-stage sweep
 
 
 @dataclass
@@ -89,6 +95,10 @@ class SweepRecord:
     points: list[RecordPoint]
     parent_run_id: str | None = None
     submissions: list[Submission] = field(default_factory=list)
+    stages: list[dict[str, Any]] = field(default_factory=list)  # a study's (Stage.describe); [] for one stage
+    winner: dict[str, Any] | None = None  # the search's winner: run id, overrides, how and from which values
+    stopped: str | None = None  # why a study stopped after its search (no finished point)
+    epochs: dict[str, int] | None = None  # {"spent": …, "full": …} once every run ended (sweeps/close.py)
     path: Path = field(default=Path(RECORD), compare=False)  # where it is stored (not in the JSON)
 
     @property
@@ -119,9 +129,30 @@ class SweepRecord:
                 SWEEP_ID_TAG: self.id, OVERRIDES_TAG: shlex.join(point.own)}
         if point.seed is not None:
             tags[SEED_KEY] = str(point.seed)
+        if point.stage:
+            tags[STAGE_TAG] = point.stage
         if self.parent_run_id:
             tags[PARENT_RUN_TAG] = self.parent_run_id
         return tags
+
+    def stage(self, name: str | None) -> dict[str, Any] | None:
+        """A study's stage as recorded (Stage.describe), or None."""
+        return next((s for s in self.stages if s["name"] == name), None)
+
+    def stage_indices(self, name: str | None) -> list[int]:
+        """The runs of stage `name` (every run for a one-stage sweep's None)."""
+        return [p.index for p in self.points if p.stage == name]
+
+    def stage_overrides(self, index: int) -> list[str]:
+        """What a run learns about its sweep beyond its point: the sweep id, its stage and its early stopping."""
+        point = self.point(index)
+        out = [f"sweep.id={self.id}"] + ([f"sweep.stage={point.stage}"] if point.stage else [])
+        rule = (self.stage(point.stage) or {}).get("early_stop")
+        if rule:
+            out += [f"sweep.early_stop.metric={quote_value(rule['metric'])}", f"sweep.early_stop.mode={rule['mode']}",
+                    "sweep.early_stop.rungs=[" + ",".join(map(str, rule["rungs"])) + "]",
+                    f"sweep.early_stop.eta={rule['eta']}"]
+        return out
 
     def parent_tags(self) -> dict[str, str]:
         """The parent run's tags (the SLURM array ids once submitted)."""
@@ -130,6 +161,8 @@ class SweepRecord:
                 RECORD_TAG: str(self.path)}
         if self.array_job_ids:
             tags[ARRAY_TAG] = ",".join(self.array_job_ids)
+        if self.winner:
+            tags[WINNER_TAG] = self.winner["run_id"]
         return tags
 
     @property
@@ -171,6 +204,18 @@ def load_record(path: str | Path) -> SweepRecord:
         raise PhiscaleError(f"no sweep record at {path}: give a sweep id, name or the path of its {RECORD}") from None
     except (ValueError, TypeError, KeyError) as err:
         raise PhiscaleError(f"{path} is not a phiscale sweep record ({err}); move it away or fix it") from None
+
+
+@contextmanager
+def locked(record: SweepRecord) -> Iterator[SweepRecord]:
+    """The record as it is on disk now, held against the other writers (a scale task picking the winner,
+    the closer, a launch adding its submission) until the block ends; save it inside the block."""
+    with open(record.directory / LOCK, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield load_record(record.path)
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def find_record(ref: str, root: str | Path) -> SweepRecord:
@@ -271,7 +316,10 @@ def open_parent_run(record: SweepRecord) -> str:
 def add_submission(record: SweepRecord, submission: Submission) -> None:
     """Record a launch; the parent run's `phiscale.slurm_array_job_id` lists every array job id."""
     record.submissions.append(submission)
-    record.save()
+    with locked(record) as fresh:  # keep what a running task wrote meanwhile (a winner, a stop)
+        fresh.submissions.append(submission)
+        fresh.save()
+    record.winner, record.stopped = fresh.winner, fresh.stopped
     if submission.array_job_id and record.parent_run_id:
         from phiscale.tracking.writes import tag_run
 

@@ -1,6 +1,7 @@
 """Where each run of a submitted sweep stands, from MLflow (the child runs) and SLURM (the array tasks).
 
-States: pending (queued), running, finished, failed, cancelled, lost (RUNNING in MLflow but its
+States: pending (queued), running, finished, pruned (stopped early by its stage's rule, tagged
+`phiscale.pruned`: done, never resumed), failed, cancelled, lost (RUNNING in MLflow but its
 heartbeat stopped and SLURM knows nothing), missing (no run and no job: never started, or its job
 is forgotten). A finished MLflow run is finished whatever SLURM says; otherwise a task SLURM still
 knows decides (PENDING -> pending, CANCELLED -> cancelled even while the run still says RUNNING);
@@ -16,10 +17,12 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from phiscale.sweeps.pruning import PRUNED_TAG
 from phiscale.sweeps.record import SWEEP_ID_TAG, RecordPoint, SweepRecord
 from phiscale.sweeps.table import columns, num
 
-STATES = ("pending", "running", "finished", "failed", "cancelled", "lost", "missing")
+STATES = ("pending", "running", "finished", "pruned", "failed", "cancelled", "lost", "missing")
+DONE = ("finished", "pruned")  # ended as meant: a pruned run is a finished one the rule stopped early
 RESUMABLE = ("failed", "cancelled", "lost", "missing")
 ACTIVE = ("pending", "running")
 
@@ -84,7 +87,10 @@ def sweep_status(record: SweepRecord, *, now_s: float | None = None) -> list[Poi
         status = run.info.status if run is not None else None
         lost = run is not None and is_lost(status, run.data.tags, run.info.start_time, now_s)
         restarts = int(run.data.tags.get("restarts", 0)) if run is not None else 0
-        out.append(PointStatus(point, merge_state(status, lost, slurm_state), run, slurm_state, restarts))
+        state = merge_state(status, lost, slurm_state)
+        if state == "finished" and PRUNED_TAG in run.data.tags:
+            state = "pruned"
+        out.append(PointStatus(point, state, run, slurm_state, restarts))
     return out
 
 
@@ -109,12 +115,13 @@ def child_runs(record: SweepRecord) -> dict[int, Any]:
 
 def parent_status(states: Sequence[str]) -> str:
     """The parent run's MLflow status: RUNNING while any run is outstanding, FINISHED when all
-    finished, else FAILED (something failed, was lost or never ran) or KILLED (only cancellations)."""
+    finished (or were pruned), else FAILED (something failed, was lost or never ran) or KILLED (only
+    cancellations)."""
     if any(s in ACTIVE for s in states):
         return "RUNNING"
-    if all(s == "finished" for s in states):
+    if all(s in DONE for s in states):
         return "FINISHED"
-    return "KILLED" if all(s in ("finished", "cancelled") for s in states) else "FAILED"
+    return "KILLED" if all(s in (*DONE, "cancelled") for s in states) else "FAILED"
 
 
 def update_parent(record: SweepRecord, statuses: Sequence[PointStatus]) -> str | None:
@@ -174,7 +181,8 @@ def status_rows(statuses) -> list[dict]:
     rows = []
     for s in statuses:
         rows.append({
-            "index": s.point.index, "overrides": s.point.own, "state": s.state, "restarts": s.restarts,
+            "index": s.point.index, "stage": s.point.stage, "overrides": s.point.own, "state": s.state,
+            "restarts": s.restarts, "pruned_at": s.run.data.tags.get(PRUNED_TAG) if s.run is not None else None,
             "best_val_top1": best_top1(s.run) if s.run is not None else None,
             "images_per_s": last_images_per_s(s.run) if s.run is not None else None,
             "slurm_state": s.slurm_state, "run_id": s.run.info.run_id if s.run is not None else None,
@@ -184,12 +192,33 @@ def status_rows(statuses) -> list[dict]:
 
 
 def format_status(record, rows: list[dict], parent: str | None) -> str:
-    table = [[str(r["index"]), " ".join(r["overrides"]) or "-", r["state"], str(r["restarts"]),
+    staged = bool(record.stages)
+    table = [[str(r["index"]), *([r["stage"] or "-"] if staged else []), " ".join(r["overrides"]) or "-",
+              r["state"] + (f" at {r['pruned_at']}" if r.get("pruned_at") else ""), str(r["restarts"]),
               num(r["best_val_top1"], "{:.4f}"), num(r["images_per_s"], "{:.1f}")] for r in rows]
+    header = [STATUS_HEADER[0], *(["stage"] if staged else []), *STATUS_HEADER[1:]]
     found = Counter(r["state"] for r in rows)
     lines = [f"sweep {record.id} ({record.name}, {len(rows)} runs) from {record.sweep_file}",
              f"MLflow: experiment {record.experiment!r} at {record.tracking_uri}, parent run {record.parent_run_id}"
              + (f" ({parent})" if parent else ""), ""]
-    lines += columns(STATUS_HEADER, table, left=(1, 2))
+    lines += columns(header, table, left=(1, 2, 3) if staged else (1, 2))
     lines += ["", "  ".join(f"{state} {found[state]}" for state in STATES if found[state])]
+    lines += study_lines(record)
     return "\n".join(lines)
+
+
+def study_lines(record) -> list[str]:
+    """What the record says about a study: the search's winner (how, from which values), a stop, the epochs."""
+    lines = []
+    if record.winner:
+        w = record.winner
+        lines.append(f"search winner: run {w['index']} ({' '.join(w['overrides'])}), {w['metric']}={w['value']:.4f}, "
+                     f"run {w['run_id']}; {w['how']}")
+    elif record.stages:
+        lines.append("search winner: not chosen yet (the scale stage's first run picks it)")
+    if record.stopped:
+        lines.append(f"study stopped: {record.stopped}")
+    if record.epochs and record.stages:  # what early stopping saved (a study's; plain sweeps train every epoch)
+        e = record.epochs
+        lines.append(f"epochs: {e['spent']} spent of the full grid's {e['full']} ({e['spent'] / max(1, e['full']):.0%})")
+    return lines

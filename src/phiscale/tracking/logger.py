@@ -165,6 +165,21 @@ class RunLogger(Logger):
         self.journal.close()
         return left
 
+    def wait_sent(self, timeout_s: float) -> bool:
+        """Wait (at most `timeout_s`) until the store holds everything journaled so far; False if it does
+        not by then (offline, the store away, or the run not created yet). For a reader in another process
+        that must see this run's latest values (a sweep's early stopping)."""
+        import time
+
+        if self.journal is None or self.sender is None:
+            return False
+        target, deadline = self.journal.next_seq - 1, time.monotonic() + timeout_s
+        while self.journal.sent_seq < target or not self.record.run_id:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)  # the sender thread acknowledges as the store answers
+        return True
+
     @property
     def run_id(self) -> str | None:
         return self.record.run_id if self.record else None

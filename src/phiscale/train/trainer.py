@@ -21,6 +21,7 @@ from phiscale.train.callbacks import (
     ThroughputMonitor,
 )
 from phiscale.train.checkpoint_io import AtomicCheckpointIO
+from phiscale.train.early_stop import asha_callbacks
 from phiscale.train.plan import RunPlan
 
 # Lightning's INFO lines that phiscale's own start line replaces, and its advertisement.
@@ -71,6 +72,7 @@ def build_trainer(cfg: DictConfig, plan: RunPlan, logger, extra_callbacks: Itera
     bar = progress_bar(tcfg.progress_bar)
     if tcfg.progress_bar == "auto" and not bar:  # a SLURM .out file: plain lines, not a redrawn bar
         callbacks.append(ProgressLines(int(tcfg.log_every_n_steps)))
+    callbacks += asha_callbacks(cfg, getattr(logger, "tracking_uri", None))  # a sweep stage's early stopping
     if cfg.progressive.enabled:
         p = cfg.progressive
         callbacks.append(ProgressiveResize(final=plan.train_resolution, min_ratio=p.min_ratio, start=p.start,
