@@ -106,6 +106,18 @@ def test_a_deepspeed_checkpoint_of_another_world_size_is_refused_before_the_run_
     assert (plan.weights_from, plan.resume_from, plan.resume_step) == (ds, None, 40)
 
 
+def test_a_file_checkpoint_onto_an_earlier_stages_deepspeed_directory_keeps_that_directory(tmp_path):
+    from phiscale.train.checkpoint_io import write_checkpoint
+
+    ds = tmp_path / "last.ckpt"
+    (ds / "checkpoint").mkdir(parents=True)
+    (ds / "latest").write_text("checkpoint")
+    write_checkpoint({"state_dict": {}, "global_step": 3}, ds)
+    assert checkpoint_step(ds) == 3
+    (aside,) = tmp_path.glob("last.ckpt.deepspeed-*")
+    assert (aside / "latest").read_text() == "checkpoint"
+
+
 def test_resume_weights_starts_once_then_a_restart_of_that_stage_resumes_in_full(fast_cfg, tmp_path):
     from phiscale.train.checkpoint_io import mark_weights_start
     from phiscale.train.plan import make_plan

@@ -37,6 +37,10 @@ def write_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike[str]) -
     """torch.save to a temporary file beside `path`, flush + fsync, os.replace, fsync the directory."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():  # a DeepSpeed checkpoint of an earlier stage (resume=weights into DDP): kept aside
+        aside = path.with_name(f"{path.name}.deepspeed-{time.strftime('%Y%m%dT%H%M%S')}")
+        os.replace(path, aside)
+        print(f"phiscale: {path} was a DeepSpeed checkpoint directory; moved to {aside.name} for this file", flush=True)
     temp = temp_path(path)
     try:
         with open(temp, "wb") as f:
