@@ -11,6 +11,10 @@
 #              again (same output dir) must continue the same MLflow run (restarts=1)
 #   e_bare     benchmarks/overhead.py: the bare PyTorch loop vs phiscale's, same card, model and batch
 #   c_zero1-3  a_ddp through Lightning's DeepSpeedStrategy, ZeRO stage 1, 2, 3
+#   f_eval_zero  phiscale-eval on c_zero2's DeepSpeed checkpoint directory (consolidated by the loader)
+#   g_reshard  c_zero2's ZeRO checkpoint (1 rank) continued on 2 ranks (CPU gloo DDP: one GPU cannot hold
+#              2 NCCL ranks): refused in one line naming resume=weights, then resume=weights continues
+#              the same MLflow run from its consolidated weights, tagged phiscale.resumed_from=weights:...
 #   b_compile  a_ddp with trainer.compile=true
 #   report     phiscale-report over the runs; benchmarks/gpu_summary.py puts every figure in one JSON
 # Each step runs under `timeout`, within what is left of the session's time; a step that fails is
@@ -54,6 +58,7 @@ if [ "$MODE" = gpu ]; then
   # 40 s each of their own after it, so the command ends within ~9.5 minutes however long steps run.
   SESSION_S=450 MIN_STEP_S=25
   T_KIT=90 T_FFCV=150 T_IMAGES=90 T_BETONS=120 T_FIRST=150 T_A=180 T_BARE=120 T_ZERO=100 T_COMPILE=240
+  T_EVAL_ZERO=60 T_RESHARD=90
 else
   PY=${PYTHON:-$ROOT/.venv/bin/python}
   export PYTHONPATH=$ROOT/src${PYTHONPATH:+:$PYTHONPATH}
@@ -64,6 +69,7 @@ else
   BARE=(--device cpu --batch-size "$BATCH" --resolution "$RES" --steps 8 --warmup 2 --repeats 1)
   SESSION_S=900 MIN_STEP_S=25
   T_KIT=60 T_FFCV=120 T_IMAGES=120 T_BETONS=180 T_FIRST=300 T_A=300 T_BARE=300 T_ZERO=120 T_COMPILE=600
+  T_EVAL_ZERO=120 T_RESHARD=300
 fi
 DATA=(data=imagefolder data.loader=ffcv "data.train_path=$WORK/data/train.beton" "data.val_path=$WORK/data/val.beton"
       "data.num_classes=$CLASSES" "data.batch_size=$BATCH" "data.num_workers=$WORKERS")
@@ -162,7 +168,7 @@ total(np.ones(64))
 print("numba threading layer:", numba.threading_layer())
 '
 export -f install_kit install_ffcv make_images write_betons
-export MODE SITE PREFIX PY WORK CLASSES TRAIN_PER_CLASS VAL_PER_CLASS MIN_PX MAX_PX BETON_PX
+export MODE SITE PREFIX PY WORK CLASSES TRAIN_PER_CLASS VAL_PER_CLASS MIN_PX MAX_PX BETON_PX URI EXPERIMENT
 
 train() { "$PY" -m phiscale.cli.train "${TRAIN_ARGS[@]}" "$@"; }
 run_args() { echo "run_name=$1 paths.output_dir=$WORK/runs/$1 trainer.max_steps=$2"; }
@@ -193,6 +199,40 @@ ddp_with_resume() {
   fi
   # shellcheck disable=SC2046
   step a_ddp "$T_A" "$PY" -m phiscale.cli.train "${TRAIN_ARGS[@]}" "${TRAINER[@]}" $(run_args a_ddp "$STEPS_A")
+}
+
+# f_eval_zero: phiscale-eval on c_zero2's DeepSpeed checkpoint directory, through the one loader.
+eval_zero() {
+  local ckpt=$WORK/runs/c_zero2/checkpoints/last.ckpt
+  [ -d "$ckpt" ] || { echo "no DeepSpeed checkpoint directory at $ckpt (c_zero2 failed?)"; return 1; }
+  "$PY" -m phiscale.cli.eval "$ckpt" --num-workers "$WORKERS" --batch-size 64 || return 1
+  echo "phiscale-eval read $ckpt (a DeepSpeed directory)" >"$WORK/logs/f_eval_zero.note"
+}
+# g_reshard: c_zero2's checkpoint (written by 1 data-parallel rank) continued on 2 ranks. One GPU cannot
+# hold 2 NCCL ranks, so the 2 ranks are CPU gloo DDP processes, small batches, a few steps.
+reshard_zero() {
+  local dir=$WORK/runs/c_zero2 out rc step
+  [ -d "$dir/checkpoints/last.ckpt" ] || { echo "no DeepSpeed checkpoint directory in $dir (c_zero2 failed?)"; return 1; }
+  step=$("$PY" -c "import sys; from pathlib import Path; from phiscale.train.checkpoint_io import deepspeed_step; print(deepspeed_step(Path(sys.argv[1])))" "$dir/checkpoints/last.ckpt")
+  local targs; eval "targs=($TRAIN_ARGS_Q)"  # (an array cannot be exported: bash -c gets it quoted)
+  local args=("${targs[@]}" trainer=ddp trainer.devices=2 trainer.accelerator=cpu trainer.precision=32-true
+              data.batch_size=8 data.num_workers=2 tracking.log_model=false "run_name=c_zero2" "paths.output_dir=$dir" "trainer.max_steps=$((step + 4))")
+  out=$("$PY" -m phiscale.cli.train "${args[@]}" 2>&1); rc=$?
+  echo "$out" | tail -3
+  if [ $rc -ne 2 ] || ! echo "$out" | grep -q "resume=weights"; then echo "expected a one-line refusal naming resume=weights (rc $rc)"; return 1; fi
+  "$PY" -m phiscale.cli.train "${args[@]}" resume=weights || return 1
+  "$PY" - "$URI" "$EXPERIMENT" "$step" <<'PY' >"$WORK/logs/g_reshard.note" || return 1
+import sys
+from mlflow.tracking import MlflowClient
+uri, experiment, step = sys.argv[1], sys.argv[2], int(sys.argv[3])
+client = MlflowClient(uri)
+runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id], "attributes.run_name = 'c_zero2'")
+assert len(runs) == 1, f"{len(runs)} runs named c_zero2"
+tag = runs[0].data.tags.get("phiscale.resumed_from", "")
+steps = [m.step for m in client.get_metric_history(runs[0].info.run_id, "train/loss")]
+assert tag.startswith("weights:") and len(steps) == len(set(steps)) and max(steps) >= step, (tag, steps)
+print(f"1 rank -> 2: refused naming resume=weights, then one MLflow run ({tag}), steps {step} -> {max(steps) + 1}")
+PY
 }
 
 main() {
@@ -233,6 +273,15 @@ main() {
       fi
     fi
   done
+  if [ "$MODE" = gpu ]; then
+    TRAIN_ARGS_Q=$(printf '%q ' "${TRAIN_ARGS[@]}") WORKERS=$WORKERS; export TRAIN_ARGS_Q WORKERS
+    export -f eval_zero reshard_zero
+    step f_eval_zero "$T_EVAL_ZERO" bash -c eval_zero
+    step g_reshard "$T_RESHARD" bash -c reshard_zero
+  else
+    skip f_eval_zero "Lightning runs DeepSpeed on CUDA only: no DeepSpeed checkpoint to evaluate on CPU"
+    skip g_reshard "Lightning runs DeepSpeed on CUDA only: no ZeRO checkpoint to reshard on CPU"
+  fi
   if [ "$MODE" = gpu ] || [ "${REHEARSE_COMPILE:-0}" = 1 ]; then
     # No validation here: eval mode would compile a second graph, and only the train windows count.
     # shellcheck disable=SC2046

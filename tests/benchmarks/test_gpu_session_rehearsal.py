@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 RESULT_FILES = {"gpu_session.json", "report.md", "report.csv", "top1_vs_images_per_s.png", "session.log",
                 "logs.tar.gz", "mlflow.db.gz"}
 TRAINING = ("a_ddp", "b_compile", "c_zero1", "c_zero2", "c_zero3")
-STEPS = ("kit", "ffcv", "images", "betons", "d_resume", *TRAINING, "e_bare", "report")
+STEPS = ("kit", "ffcv", "images", "betons", "d_resume", *TRAINING, "e_bare", "f_eval_zero", "g_reshard", "report")
 FIGURES = ("images_per_s", "step_time_ms", "data_wait_frac", "peak_memory_gib", "achieved_tflops")
 
 
@@ -54,7 +54,7 @@ def test_every_step_has_its_figures_or_a_recorded_skip(rehearsal):
             assert step["log_tail"], f"{name}: no log tail"
     # The CPU rehearsal skips exactly what needs CUDA (DeepSpeed) or minutes of C++ (compile).
     assert {n for n, s in steps.items() if s["status"] == "skipped"} == {"kit", "b_compile", "c_zero1", "c_zero2",
-                                                                          "c_zero3"}
+                                                                          "c_zero3", "f_eval_zero", "g_reshard"}
     assert all("composes" in steps[f"c_zero{n}"]["note"] and "NOT" not in steps[f"c_zero{n}"]["note"]
                for n in (1, 2, 3))
     bare = steps["e_bare"]["figures"]

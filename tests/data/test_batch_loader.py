@@ -8,7 +8,14 @@ import pytest
 import torch
 
 from phiscale.data import ensure_digits, make_val_loader
-from phiscale.data.batch_loader import Normalize, check_loader_args, rank_and_world_size, val_shard
+from phiscale.data.batch_loader import (
+    Normalize,
+    batches_left,
+    check_loader_args,
+    epoch_order,
+    rank_and_world_size,
+    val_shard,
+)
 from phiscale.errors import PhiscaleError
 
 ARGS = dict(batch_size=8, num_workers=1, resolution=32, mean=[79.0] * 3, std=[88.9] * 3, device="cpu")
@@ -54,3 +61,43 @@ def test_normalize_gives_channels_last_in_0_255_units():
     assert out.dtype == torch.float32 and out.is_contiguous(memory_format=torch.channels_last)
     assert out[0, :, 0, 0].tolist() == [0.0, 25.0, 25.0]
 
+
+
+# ---------------------------------------------------------------- the train epoch's order -----
+def consumed(num_samples: int, *, world: int, steps: int, start: int = 0, batch: int = 4, epoch: int = 2) -> list[int]:
+    """The samples every rank of `world` reads in `steps` batches of an epoch begun at `start`."""
+    seen = []
+    for rank in range(world):
+        seen += epoch_order(num_samples, seed=7, epoch=epoch, rank=rank, world_size=world, batch_size=batch,
+                            start=start)[: steps * batch].tolist()
+    return seen
+
+
+def test_one_rank_keeps_the_order_single_rank_runs_always_had():
+    """FFCV's single-rank Random order and the torch loader's: NumPy's default_rng(seed + epoch)."""
+    assert epoch_order(50, seed=7, epoch=2, batch_size=4).tolist() == \
+        np.random.default_rng(9).permutation(50)[:48].tolist()
+
+
+@pytest.mark.parametrize(("before", "after"), [(2, 1), (1, 2), (2, 3)], ids=["2->1", "1->2", "2->3"])
+@pytest.mark.parametrize("steps_before", [0, 1, 3, 5])
+def test_a_resume_at_another_world_size_reads_each_sample_of_the_epoch_once(before, after, steps_before):
+    n, batch = 101, 4
+    first = consumed(n, world=before, steps=steps_before)
+    start = steps_before * before * batch  # what the checkpoint records: the epoch's samples consumed
+    order = np.random.default_rng(9).permutation(n)
+    assert sorted(first) == sorted(order[:start].tolist()), "k steps of every rank consume the order's prefix"
+    left = batches_left(n, start, after, batch)
+    rest = consumed(n, world=after, steps=left, start=start)
+    epoch = first + rest
+    assert len(epoch) == len(set(epoch)), "a sample was seen twice within the epoch"
+    unseen = set(range(n)) - set(epoch)
+    assert len(unseen) < after * batch, "only the tail short of one global batch is dropped"
+    assert unseen == set(order[start + left * after * batch:].tolist())
+
+
+def test_every_rank_reads_the_same_number_of_whole_batches():
+    for start in (0, 8, 13):
+        lengths = {len(epoch_order(101, seed=0, epoch=0, rank=r, world_size=3, batch_size=4, start=start))
+                   for r in range(3)}
+        assert lengths == {batches_left(101, start, 3, 4) * 4}

@@ -89,3 +89,22 @@ def test_worker_count_is_capped_at_the_cores_numba_saw():
 
     assert _numba_threads(0) == 1 and _numba_threads(1) == 1
     assert _numba_threads(10_000) == config.NUMBA_NUM_THREADS
+
+
+def test_one_rank_keeps_ffcvs_own_random_order_and_a_resume_starts_after_the_samples_done():
+    from types import SimpleNamespace
+
+    from ffcv.traversal_order import Random
+
+    from phiscale.data.ffcv_loaders import EpochOrder
+
+    fake = SimpleNamespace(indices=np.arange(50, dtype="uint64"), seed=4, distributed=False)
+    ours = EpochOrder(seed=4, rank=0, world_size=1, batch_size=5)(fake)
+    assert ours.sample_order(3).tolist() == Random(fake).sample_order(3).tolist(), "single-rank runs keep their order"
+
+    train = make_train_loader(ensure_digits().train_beton, batch_size=256, resolution=32, seed=3, **DIGITS)
+    whole = torch.cat([y.clone() for _, y in train])
+    train.set_epoch(0)
+    assert train.start_epoch_at(512) == len(train) - 2
+    assert torch.equal(torch.cat([y.clone() for _, y in train]), whole[512:]), "the epoch resumes after 512 samples"
+    assert sum(1 for _ in train) == len(train), "and only that epoch: the next one is whole"

@@ -57,8 +57,9 @@ def test_two_ranks_see_every_val_sample_exactly_once(tmp_path, make_image_folder
         assert sorted(seen) == list(range(13)), f"{loader}: one val epoch across ranks saw {sorted(seen)}"
         assert [r["val_samples"] for r in ranks] == [7, 6], f"{loader}: per-rank val sizes (no padding)"
         assert [r["val_len"] for r in ranks] == [2, 2]
-        # Train pads to equal ranks (as DistributedSampler) and drops the last partial batch.
-        assert [r["train_samples"] for r in ranks] == [7, 7] and [r["train_len"] for r in ranks] == [1, 1]
+        # Train: every W-th sample of one permutation per epoch, no padding (13 // 2 per rank), and the
+        # tail short of a whole global batch dropped, so both ranks take one batch of 4.
+        assert [r["train_samples"] for r in ranks] == [6, 6] and [r["train_len"] for r in ranks] == [1, 1]
         train_seen = ranks[0]["train"] + ranks[1]["train"]
         assert len(train_seen) == 8 and len(set(train_seen)) == 8, f"{loader}: ranks overlap in train"
 

@@ -7,6 +7,7 @@ written with TMPDIR on another file system (a tmpfs), as on a cluster.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import subprocess
@@ -95,9 +96,44 @@ def test_a_deepspeed_checkpoint_of_another_world_size_is_refused_before_the_run_
     (ds / "latest").write_text("checkpoint")
     torch.save({"module": None, "dp_world_size": 2}, ds / "checkpoint" / "mp_rank_00_model_states.pt")
     with pytest.raises(PhiscaleError, match=r"is a DeepSpeed checkpoint of 2 data-parallel ranks and this run has 1: "
-                                            r"DeepSpeed cannot reshard") as err:
+                                            r"DeepSpeed cannot reshard.*add resume=weights") as err:
         make_plan(fast_cfg(f"ckpt_path={ds}"))
     assert "\n" not in str(err.value)
+
+    # resume=weights takes its (consolidated) weights alone: no refusal, steps continue after its own.
+    torch.save({"module": None, "dp_world_size": 2, "global_step": 40}, ds / "checkpoint" / "mp_rank_00_model_states.pt")
+    plan = make_plan(fast_cfg(f"ckpt_path={ds}", "resume=weights"))
+    assert (plan.weights_from, plan.resume_from, plan.resume_step) == (ds, None, 40)
+
+
+def test_a_file_checkpoint_onto_an_earlier_stages_deepspeed_directory_keeps_that_directory(tmp_path):
+    from phiscale.train.checkpoint_io import write_checkpoint
+
+    ds = tmp_path / "last.ckpt"
+    (ds / "checkpoint").mkdir(parents=True)
+    (ds / "latest").write_text("checkpoint")
+    write_checkpoint({"state_dict": {}, "global_step": 3}, ds)
+    assert checkpoint_step(ds) == 3
+    (aside,) = tmp_path.glob("last.ckpt.deepspeed-*")
+    assert (aside / "latest").read_text() == "checkpoint"
+
+
+def test_resume_weights_starts_once_then_a_restart_of_that_stage_resumes_in_full(fast_cfg, tmp_path):
+    from phiscale.train.checkpoint_io import mark_weights_start
+    from phiscale.train.plan import make_plan
+
+    plan = make_plan(fast_cfg(f"paths.output_dir={tmp_path}/run"))
+    with pytest.raises(PhiscaleError, match="resume=weights but .* holds no checkpoint; give ckpt_path="):
+        make_plan(fast_cfg(f"paths.output_dir={tmp_path}/run", "resume=weights"))
+    last = plan.ckpt_dir / "last.ckpt"
+    last.parent.mkdir(parents=True)
+    torch.save({"state_dict": {}, "global_step": 12}, last)
+    plan = make_plan(fast_cfg(f"paths.output_dir={tmp_path}/run", "resume=weights"))
+    assert (plan.weights_from, plan.resume_from, plan.resume_step) == (last, None, 12)
+    mark_weights_start(plan.ckpt_dir, last, 12)  # the stage began; it then writes its own last.ckpt
+    torch.save({"state_dict": {}, "global_step": 16}, last)
+    plan = make_plan(fast_cfg(f"paths.output_dir={tmp_path}/run", "resume=weights"))  # a requeue: same command
+    assert (plan.weights_from, plan.resume_from, plan.resume_step) == (None, last, 16)
 
 
 def test_only_the_temporaries_of_dead_writers_are_removed(tmp_path):
@@ -159,6 +195,41 @@ def test_a_truncated_last_checkpoint_is_set_aside_and_the_run_continues_from_the
     after = client.get_run(run.info.run_id)
     assert (after.info.status, after.info.end_time) == ("FINISHED", run.info.end_time)
     assert last.exists() and best.exists(), "a refused start leaves the checkpoints where they were"
+
+
+@pytest.mark.slow
+def test_resume_weights_continues_the_same_run_with_a_fresh_optimizer(fast_overrides, tmp_path):
+    args = [*fast_overrides, "run_name=weights", "trainer.log_every_n_steps=1"]
+    out = tmp_path / "outputs" / "runs" / "phiscale" / "weights"
+    last = out / "checkpoints" / "last.ckpt"
+    first = run_train(args)
+    assert first.returncode == 0, first.stderr[-3000:]
+    trained = torch.load(last, map_location="cpu", weights_only=False)["state_dict"]
+    from phiscale.config import compose_config
+    from phiscale.models import build_model
+    from phiscale.train.plan import make_plan
+    from phiscale.train.run import _start_from_weights
+
+    plan = make_plan(compose_config([*args, "resume=weights"]))
+    model = build_model("mobilenet_v3_small", plan.num_classes, **plan.model_kwargs)
+    _start_from_weights(plan, model, rank=1)  # what each rank does first (rank 0 also marks the stage's start)
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, trained[f"model.{name}"]), f"{name} is not the checkpoint's"
+
+    again = run_train([*args, "resume=weights"])
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"from the weights of {last} (step 12) with a fresh optimizer" in again.stdout
+    client, run = the_one_run(tmp_path)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["phiscale.resumed_from"] == f"weights:{last}"
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")]
+    assert steps == list(range(24)), "the second stage's steps follow the first's: 12 more, none twice"
+    assert_each_step_once(client, run.info.run_id, epochs=4)
+    assert json.loads((out / "summary.json").read_text())["global_step"] == 24
+    lr = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "train/lr")}
+    assert lr[12] == pytest.approx(lr[0]), "a fresh optimizer: its schedule starts again"
+    best = [m.value for m in sorted(client.get_metric_history(run.info.run_id, "val/top1_best"), key=lambda m: m.step)]
+    assert best == sorted(best), "the run's best carries over: val/top1_best never drops"
 
 
 @pytest.fixture

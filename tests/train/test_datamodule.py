@@ -71,3 +71,84 @@ def test_setup_builds_the_train_and_val_loaders_of_the_data_config(fast_cfg):
     assert module.val_dataloader().num_samples == 359, "every val image, once"
     module.setup("fit")
     assert module.train_dataloader() is train, "a second setup keeps the loaders (and their epoch)"
+
+
+# ---------------------------------------------------------------- another number of ranks -----
+class Counter:
+    """Lightning's batches-done counter of the epoch, as the DataModule reads and shifts it."""
+
+    def __init__(self, value: int = 0) -> None:
+        self.value = value
+
+    def shift(self, n: int) -> None:
+        self.value += n
+
+
+def rank_loaders(folder: Path, world: int, monkeypatch, counter: Counter) -> list[ResumableLoader]:
+    """One train loader per rank of `world`, built in this process as each rank would build its own."""
+    from phiscale.data import torch_loaders
+
+    loaders = []
+    for rank in range(world):
+        monkeypatch.setattr(torch_loaders, "rank_and_world_size", lambda distributed, r=rank: (r, world))
+        plain = make_train_loader(folder, batch_size=4, resolution=16, seed=5, distributed=world > 1, **ARGS)
+        loaders.append(ResumableLoader(plain, batches_done=lambda: counter.value, shift_batches=counter.shift))
+    return loaders
+
+
+@pytest.fixture
+def sample_record(monkeypatch) -> list[int]:
+    """Every sample index the train loaders decode, in order."""
+    from phiscale.data.torch_loaders import ImageFolderSamples
+
+    seen: list[int] = []
+    original = ImageFolderSamples.__getitem__
+
+    def record(self, i):
+        if self.train:
+            seen.append(int(i))
+        return original(self, i)
+
+    monkeypatch.setattr(ImageFolderSamples, "__getitem__", record)
+    return seen
+
+
+@pytest.mark.parametrize(("before", "after", "steps"), [(2, 1, 3), (1, 2, 5), (2, 2, 3)],
+                         ids=["2->1", "1->2", "same"])
+def test_a_resume_on_another_number_of_ranks_reads_the_rest_of_the_epoch_once(
+        few_digits, monkeypatch, sample_record, before, after, steps):
+    written = Counter()
+    writers = rank_loaders(few_digits, before, monkeypatch, written)
+    for loader in writers:
+        loader.set_epoch(1)
+        batches = iter(loader)
+        for _ in range(steps):
+            next(batches)
+    written.value = steps
+    state = writers[0].state_dict()  # rank 0 writes the checkpoint
+    assert state["samples_done"] == steps * before * 4 and state["batches_done"] == steps
+    before_resume = list(sample_record)
+
+    resumed = Counter(steps)  # as Lightning restores it
+    readers = rank_loaders(few_digits, after, monkeypatch, resumed)
+    sample_record.clear()
+    counts = []
+    for loader in readers:
+        resumed.value = steps  # each rank restores its own counter (this test shares one)
+        loader.set_epoch(1)
+        loader.load_state_dict(state)
+        counts.append(sum(1 for _ in loader))
+    assert len(set(counts)) == 1, "every rank reads the same number of batches"
+    epoch = before_resume + sample_record
+    assert len(epoch) == len(set(epoch)), "a sample was seen twice within the epoch"
+    assert 60 - len(epoch) < after * 4, "only the tail short of one global batch is left out"
+    assert resumed.value + counts[0] == len(readers[0]), "Lightning's counter ends the epoch with the data"
+    if before == after:
+        assert resumed.value == steps, "the same world size: no re-count"
+
+    sample_record.clear()
+    resumed.value = 0
+    for loader in readers:
+        loader.set_epoch(2)
+        assert sum(1 for _ in loader) == len(loader), "the next epoch is whole"
+    assert readers[0].state_dict()["samples_done"] == 0

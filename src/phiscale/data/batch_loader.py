@@ -36,6 +36,13 @@ class BatchLoader(Protocol):
 
     def set_resolution(self, resolution: int) -> None: ...  # progressive resizing (train loaders)
 
+    # Train loaders: samples one batch of every rank covers (ranks x batch size), and a mid-epoch
+    # resume at any world size: the next epoch skips the first `samples_done` of its global order
+    # (`epoch_order`); returns the batches this rank then reads.
+    global_batch_size: int
+
+    def start_epoch_at(self, samples_done: int) -> int: ...
+
 
 def check_loader_args(
     *, batch_size: int, num_workers: int, resolution: int, mean: Sequence[float], std: Sequence[float],
@@ -79,6 +86,25 @@ def rank_and_world_size(distributed: bool) -> tuple[int, int]:
             "DataModule's setup/*_dataloader hooks (after the strategy starts), or pass distributed=False"
         )
     return torch.distributed.get_rank(), torch.distributed.get_world_size()
+
+
+def epoch_order(num_samples: int, *, seed: int, epoch: int, rank: int = 0, world_size: int = 1,
+                batch_size: int = 1, start: int = 0) -> np.ndarray:
+    """This rank's train samples of one epoch, in order. The epoch's order is one permutation of all
+    samples per (seed, epoch) whatever the world size (NumPy's `default_rng(seed + epoch)`: the
+    single-rank order FFCV and the torch loader always had); from its position `start` on (what a
+    resumed epoch has left), cut to whole global batches of world_size x batch_size, rank r takes
+    positions r, r+W, r+2W, ... So after k steps of every rank the epoch has consumed exactly its
+    first start + k*W*B positions: a resume at another world size splits the rest, and no sample is
+    seen twice within the epoch (the tail short of a global batch is dropped, nothing is padded)."""
+    order = np.random.default_rng(int(seed) + int(epoch)).permutation(int(num_samples))[int(start):]
+    step = int(world_size) * int(batch_size)
+    return order[: len(order) // step * step][int(rank)::int(world_size)]
+
+
+def batches_left(num_samples: int, start: int, world_size: int, batch_size: int) -> int:
+    """Batches each rank reads of an epoch resumed at global position `start` (`epoch_order`)."""
+    return max(int(num_samples) - int(start), 0) // (int(world_size) * int(batch_size))
 
 
 def val_shard(num_samples: int, rank: int, world_size: int) -> np.ndarray:

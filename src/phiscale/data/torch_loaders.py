@@ -16,6 +16,8 @@ from phiscale.data.batch_loader import (
     CUDA_IMAGE_DTYPE,
     DEFAULT_CROP_RATIO,
     Normalize,
+    batches_left,
+    epoch_order,
     rank_and_world_size,
     val_shard,
 )
@@ -96,14 +98,17 @@ class ImageFolderSamples(Dataset):
 
 
 class TorchBatchLoader:
-    """A DataLoader over `ImageFolderSamples` as a `BatchLoader`; normalises on the device."""
+    """A DataLoader over `ImageFolderSamples` as a `BatchLoader`; normalises on the device.
+    `order_fn(epoch, start)` gives this rank's sample indices of an epoch begun at global position
+    `start` (a train loader's `epoch_order`; val ignores `start`)."""
 
     def __init__(self, dataset: ImageFolderSamples, order_fn, *, batch_size: int, num_workers: int,
                  device: torch.device, mean: Sequence[float], std: Sequence[float], drop_last: bool,
-                 batches_ahead: int, num_samples: int, normalize: bool = True):
+                 batches_ahead: int, num_samples: int, normalize: bool = True, world_size: int = 1):
         self.dataset, self._order_fn, self.device = dataset, order_fn, device
         self.batch_size, self.num_workers, self.drop_last = batch_size, num_workers, drop_last
         self.batches_ahead, self.num_samples, self.next_epoch = batches_ahead, num_samples, 0
+        self.global_batch_size, self._start = world_size * batch_size, 0
         dtype = CUDA_IMAGE_DTYPE if device.type == "cuda" else torch.float32
         self._normalize = Normalize(mean, std, device, dtype) if normalize else None
 
@@ -118,11 +123,19 @@ class TorchBatchLoader:
             raise PhiscaleError("set_resolution is for train loaders: build a new val loader for another resolution")
         self.dataset.resolution = int(resolution)  # workers are forked per epoch, so the next epoch sees it
 
+    def start_epoch_at(self, samples_done: int) -> int:
+        if not self.dataset.train:
+            raise PhiscaleError("start_epoch_at is for train loaders: a val epoch always reads every sample")
+        self._start = int(samples_done)
+        return batches_left(len(self.dataset), self._start, self.global_batch_size // self.batch_size,
+                            self.batch_size)
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         epoch, self.next_epoch = self.next_epoch, self.next_epoch + 1
+        start, self._start = self._start, 0  # a resumed epoch's place: that epoch only
         self.dataset.epoch = epoch
         loader = DataLoader(
-            self.dataset, batch_size=self.batch_size, sampler=self._order_fn(epoch).tolist(),
+            self.dataset, batch_size=self.batch_size, sampler=self._order_fn(epoch, start).tolist(),
             num_workers=self.num_workers, drop_last=self.drop_last, pin_memory=self.device.type == "cuda",
             prefetch_factor=self.batches_ahead if self.num_workers > 0 else None,
         )
@@ -150,24 +163,23 @@ def create_train_loader(
     order: str = "random", os_cache: bool = True, batches_ahead: int = 3, num_classes: int | None = None,
     min_crop_scale: float = CROP_SCALE[0], normalize: bool = True, flip_prob: float = 0.5,
 ) -> TorchBatchLoader:
-    """Random-resized-crop + flip, a seeded permutation per epoch (seed + epoch, as FFCV), padded and
-    split across ranks like DistributedSampler; drops the last partial batch. `order` and `os_cache`
-    are FFCV settings: quasi_random is a plain random order here."""
+    """Random-resized-crop + flip, in the epoch order `batch_loader.epoch_order` gives (one seeded
+    permutation per epoch, strided across ranks, the same at any world size, the tail short of a
+    global batch dropped). `order` and `os_cache` are FFCV settings: quasi_random is a plain random
+    order here."""
     index = _open(source, num_classes)
     rank, world = rank_and_world_size(distributed)
     n = len(index)
-    per_rank = -(-n // world)
 
-    def order_fn(epoch: int) -> np.ndarray:
-        perm = np.random.default_rng(seed + epoch).permutation(n)
-        perm = np.concatenate([perm, perm[: per_rank * world - n]])  # pad, as DistributedSampler
-        return perm[rank::world]
+    def order_fn(epoch: int, start: int = 0) -> np.ndarray:
+        return epoch_order(n, seed=seed, epoch=epoch, rank=rank, world_size=world, batch_size=batch_size,
+                           start=start)
 
     dataset = ImageFolderSamples(index, train=True, resolution=resolution, crop_ratio=1.0, seed=seed,
                                  min_crop_scale=min_crop_scale, flip_prob=flip_prob)
     return TorchBatchLoader(dataset, order_fn, batch_size=batch_size, num_workers=num_workers, device=device,
-                            mean=mean, std=std, drop_last=True, batches_ahead=batches_ahead, num_samples=per_rank,
-                            normalize=normalize)
+                            mean=mean, std=std, drop_last=True, batches_ahead=batches_ahead, num_samples=n // world,
+                            normalize=normalize, world_size=world)
 
 
 def create_val_loader(
@@ -180,6 +192,6 @@ def create_val_loader(
     rank, world = rank_and_world_size(distributed)
     shard = val_shard(len(index), rank, world).astype(np.int64)
     dataset = ImageFolderSamples(index, train=False, resolution=resolution, crop_ratio=crop_ratio, seed=0)
-    return TorchBatchLoader(dataset, lambda epoch: shard, batch_size=batch_size, num_workers=num_workers,
+    return TorchBatchLoader(dataset, lambda epoch, start=0: shard, batch_size=batch_size, num_workers=num_workers,
                             device=device, mean=mean, std=std, drop_last=False, batches_ahead=batches_ahead,
                             num_samples=len(shard))

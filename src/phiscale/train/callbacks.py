@@ -268,3 +268,26 @@ def format_duration(seconds: float) -> str:
     if hours:
         return f"{hours}h{minutes:02d}m"
     return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+class StartAtStep(L.Callback):
+    """resume=weights: a fresh optimizer and loops, but the run's step count continues after the
+    checkpoint's (`step`), so nothing is logged at a step the run already logged; the run's best
+    val top-1 and its best checkpoint carry over (`best_val_top1`, `best_state`: the val/top1
+    ModelCheckpoint's saved state)."""
+
+    def __init__(self, step: int, best_val_top1: float = 0.0, best_state: dict | None = None) -> None:
+        self.step, self.best_val_top1, self.best_state = int(step), float(best_val_top1), best_state
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        loop = trainer.fit_loop.epoch_loop
+        if trainer.global_step >= self.step:  # a restart of this stage: its own checkpoint's steps
+            return
+        counter = loop.automatic_optimization.optim_progress.optimizer.step.total
+        counter.ready = counter.completed = self.step
+        loop._batches_that_stepped = self.step  # the step Lightning logs with
+        pl_module.best_val_top1 = max(float(getattr(pl_module, "best_val_top1", 0.0)), self.best_val_top1)
+        for callback in trainer.checkpoint_callbacks:
+            same_dir = self.best_state is not None and self.best_state.get("dirpath") == callback.dirpath
+            if same_dir and getattr(callback, "monitor", None) == "val/top1":  # another run's best stays its own
+                callback.load_state_dict(self.best_state)

@@ -37,6 +37,10 @@ def write_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike[str]) -
     """torch.save to a temporary file beside `path`, flush + fsync, os.replace, fsync the directory."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():  # a DeepSpeed checkpoint of an earlier stage (resume=weights into DDP): kept aside
+        aside = path.with_name(f"{path.name}.deepspeed-{time.strftime('%Y%m%dT%H%M%S')}")
+        os.replace(path, aside)
+        print(f"phiscale: {path} was a DeepSpeed checkpoint directory; moved to {aside.name} for this file", flush=True)
     temp = temp_path(path)
     try:
         with open(temp, "wb") as f:
@@ -146,9 +150,63 @@ def check_world_size(path: Path, world_size: int) -> None:
     if written is not None and written != world_size:
         raise PhiscaleError(
             f"{path} is a DeepSpeed checkpoint of {written} data-parallel ranks and this run has {world_size}: "
-            f"DeepSpeed cannot reshard its ZeRO optimizer state; run with {written} ranks (trainer.devices x "
-            f"trainer.num_nodes), or export its weights (phiscale-export {path} model.pt) and start a new run"
+            f"DeepSpeed cannot reshard its ZeRO optimizer state; add resume=weights to continue this run from its "
+            f"consolidated weights with a fresh optimizer, or run with {written} ranks (trainer.devices x "
+            "trainer.num_nodes)"
         )
+
+
+WEIGHTS_START = "weights_start.json"  # in the checkpoint dir: where a resume=weights stage began
+
+
+def weights_start(path: Path, ckpt_dir: Path) -> int | None:
+    """resume=weights: the step the run continues from when it starts from `path`'s weights (its
+    global step), or None when `path` was written by a stage that already started from weights
+    (a restart of it, e.g. a requeued job with the same command: that resumes in full)."""
+    import json
+
+    marker = ckpt_dir / WEIGHTS_START
+    if marker.is_file() and Path(path).resolve().parent == ckpt_dir.resolve():
+        began = int(json.loads(marker.read_text())["step"])
+        if checkpoint_step(path) > began or (path.is_dir() and deepspeed_step(path) > began):
+            return None
+    return deepspeed_step(path) if path.is_dir() else checkpoint_step(path)
+
+
+def mark_weights_start(ckpt_dir: Path, source: Path, step: int) -> None:
+    """Record that this run's stage began at `step` from `source`'s weights (rank 0, at start)."""
+    import json
+
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    (ckpt_dir / WEIGHTS_START).write_text(json.dumps({"from": str(source), "step": int(step)}) + "\n")
+
+
+def best_so_far(path: Path) -> tuple[float, dict | None]:
+    """resume=weights: the run's best val top-1 in checkpoint `path` and its best-checkpoint
+    callback's state (so a fresh stage never replaces best.ckpt with a worse one); (0.0, None)
+    when it does not say. A DeepSpeed directory keeps them in its client state."""
+    if path.is_dir():
+        tag = (path / "latest").read_text().strip() if (path / "latest").is_file() else ""
+        path = path / tag / "mp_rank_00_model_states.pt"
+        if not tag or not path.is_file():
+            return 0.0, None
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    best = float(checkpoint.get("phiscale", {}).get("best_val_top1", 0.0))
+    states = [v for k, v in checkpoint.get("callbacks", {}).items()
+              if str(k).startswith("ModelCheckpoint") and isinstance(v, dict) and v.get("monitor") == "val/top1"]
+    return best, (states[0] if states else None)
+
+
+def deepspeed_step(path: Path) -> int:
+    """The optimizer step of a DeepSpeed checkpoint directory (Lightning's `global_step` in its
+    client state), 0 when it does not say."""
+    if not (path / "latest").is_file():
+        return 0
+    states = path / (path / "latest").read_text().strip() / "mp_rank_00_model_states.pt"
+    if not states.is_file():
+        return 0
+    value = torch.load(states, map_location="cpu", weights_only=False, mmap=True).get("global_step")
+    return int(value) if value is not None else 0
 
 
 def _reason(path: Path, err: BaseException) -> str:

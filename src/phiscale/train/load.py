@@ -125,6 +125,17 @@ def state_dict(source: str | Path, tag: str | None = None) -> dict:
     return consolidate_deepspeed(path, tag) if path.is_dir() else read_checkpoint(path)["state_dict"]
 
 
+def start_weights(source: str | Path) -> tuple[dict, dict | None]:
+    """resume=weights: the network's weights of a .ckpt or a DeepSpeed checkpoint directory
+    (consolidated), and its EMA's when it holds one (else None)."""
+    state = state_dict(source)
+    model = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
+    ema = {k.removeprefix("ema.module."): v for k, v in state.items() if k.startswith("ema.module.")}
+    if not model:
+        raise PhiscaleError(f"{source} holds no network weights (no model.* tensors); is it a phiscale checkpoint?")
+    return model, ema or None
+
+
 def _deepspeed_dir_and_tag(path: Path, tag: str | None) -> tuple[Path, str | None]:
     """Accept the checkpoint dir (holding `latest` and tag folders) or one tag folder itself."""
     if tag is not None:

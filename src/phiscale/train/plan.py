@@ -23,7 +23,7 @@ CHECKPOINTS = "checkpoints"
 LAST = "last.ckpt"
 BEST = "best.ckpt"
 SUMMARY = "summary.json"
-RESUME_MODES = ("auto", "never")
+RESUME_MODES = ("auto", "never", "weights")
 
 
 @dataclass
@@ -48,7 +48,8 @@ class RunPlan:
     augment: bool = False  # batch augmentation on the device (the loader hands over uint8 images)
     threads: ThreadPlan | None = None  # torch threads and loader workers, from the task's CPUs
     tags: dict[str, str] = field(default_factory=dict)  # from the plan itself (budget mode)
-    resume_step: int = 0  # the optimizer step of resume_from
+    resume_step: int = 0  # the optimizer step of resume_from (or of weights_from)
+    weights_from: Path | None = None  # resume=weights: start from these weights, a fresh optimizer
     unreadable: tuple = ()  # (path, why) of the checkpoints passed over: set aside at start (rank 0)
 
     @property
@@ -100,15 +101,21 @@ def make_plan(cfg: DictConfig) -> RunPlan:
     if precision == "auto":
         precision = "bf16-mixed" if accelerator == "gpu" else "32-true"
     resume = resume_checkpoint(cfg, output_dir / CHECKPOINTS)
+    weights_from, resume_step = None, resume.step
     if resume.path is not None:
-        from phiscale.train.checkpoint_io import check_world_size
+        from phiscale.train.checkpoint_io import check_world_size, weights_start
 
-        check_world_size(resume.path, devices * int(tcfg.num_nodes))
+        start = weights_start(resume.path, output_dir / CHECKPOINTS) if cfg.resume == "weights" else None
+        if start is not None:  # the weights alone: no optimizer or loop state to reshard
+            weights_from, resume_step = resume.path, start
+        else:
+            check_world_size(resume.path, devices * int(tcfg.num_nodes))
     return RunPlan(
         run_name=run_name,
         output_dir=output_dir,
-        resume_from=resume.path,
-        resume_step=resume.step,
+        resume_from=resume.path if weights_from is None else None,
+        resume_step=resume_step,
+        weights_from=weights_from,
         unreadable=resume.unreadable,
         accelerator=accelerator,
         devices=devices,
@@ -368,8 +375,8 @@ def global_rank_from_env() -> int:
 
 # ---------------------------------------------------------------- resume -----
 def resume_checkpoint(cfg: DictConfig, ckpt_dir: Path):
-    """`ckpt_path` when given, else (resume=auto) the newest intact of `last.ckpt`, `best.ckpt` and the
-    kept `step-*.ckpt` (trainer.keep_latest_k):
+    """`ckpt_path` when given, else (resume=auto or weights) the newest intact of `last.ckpt`,
+    `best.ckpt` and the kept `step-*.ckpt` (trainer.keep_latest_k):
     an unreadable last.ckpt (a kill mid-write under an older writer, a full disk) is passed over
     for the newest intact one, and refused in one line when none is left, before anything is
     written. Returns a `checkpoint_io.ResumeChoice`."""
@@ -391,6 +398,9 @@ def resume_checkpoint(cfg: DictConfig, ckpt_dir: Path):
     candidates = [ckpt_dir / LAST, ckpt_dir / BEST, *reversed(kept_steps(ckpt_dir))]
     present = [path for path in candidates if path.exists()]
     if not present:
+        if cfg.resume == "weights":
+            raise PhiscaleError(f"resume=weights but {ckpt_dir} holds no checkpoint; give ckpt_path=<a .ckpt or "
+                                "DeepSpeed checkpoint directory> to start from its weights")
         return ResumeChoice(None, 0)
     if cfg.resume == "never":
         raise PhiscaleError(

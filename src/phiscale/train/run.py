@@ -55,12 +55,15 @@ def run_training(cfg: DictConfig, extra_callbacks: Iterable[Any] = (), extra_tag
     L.seed_everything(plan.seed, workers=True, verbose=False)  # the initial weights: the same on every rank
     torch.set_num_threads(torch_threads(plan))
     model = build_model(cfg.model.name, plan.num_classes, **plan.model_kwargs)
+    ema_weights = _start_from_weights(plan, model, rank) if plan.weights_from is not None else None
     seed_rank_stream(plan.seed, rank)  # dropout, drop path, augmentation: each rank its own stream
     resolved = OmegaConf.to_container(cfg, resolve=True)
     module = ImageClassifier(model, optim_cfg=resolved["optim"], global_batch_size=plan.global_batch_size,
                              channels_last=bool(cfg.trainer.channels_last), compile_model=bool(cfg.trainer.compile),
                              run_config=resolved, augment=build_augment(cfg, rank), mean=resolved["data"]["mean"],
                              std=resolved["data"]["std"])
+    if ema_weights is not None and module.ema is not None:
+        module.ema.module.load_state_dict(ema_weights)
     datamodule = ImageDataModule(resolved["data"], train_resolution=plan.train_resolution,
                                  eval_resolution=plan.eval_resolution, seed=plan.seed, uint8_train=plan.augment)
     plan.ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -69,10 +72,16 @@ def run_training(cfg: DictConfig, extra_callbacks: Iterable[Any] = (), extra_tag
         output_dir=plan.output_dir, tracking_uri=uri, experiment=str(tcfg.experiment), run_name=plan.run_name,
         params=tracking.flatten_config(resolved),
         tags=metadata.scale_tags(plan.scale) | environment | plan.tags | dict(extra_tags or {})
-        | tracking.system_tags(metadata.note(plan, str(cfg.data.name)), commit=environment["git_commit"]),
+        | tracking.system_tags(metadata.note(plan, str(cfg.data.name)), commit=environment["git_commit"])
+        | ({RESUMED_FROM_TAG: f"weights:{plan.weights_from}"} if plan.weights_from is not None else {}),
         mode=str(tcfg.mode), heartbeat_s=float(tcfg.heartbeat_s), retry_max_s=float(tcfg.retry_max_s),
         connect_timeout_s=float(tcfg.connect_timeout_s), system_metrics_s=float(tcfg.system_metrics_s),
     )
+    if plan.weights_from is not None:
+        from phiscale.train.callbacks import StartAtStep
+
+        best, best_state = checkpoint_io.best_so_far(plan.weights_from)
+        extra_callbacks = [*extra_callbacks, StartAtStep(plan.resume_step, best, best_state)]
     trainer, stops = build_trainer(cfg, plan, logger, extra_callbacks)  # Lightning's own checks, before the run opens
     status, error = "failed", None
     try:
@@ -90,6 +99,22 @@ def run_training(cfg: DictConfig, extra_callbacks: Iterable[Any] = (), extra_tag
     return summary
 
 
+RESUMED_FROM_TAG = "phiscale.resumed_from"
+
+
+def _start_from_weights(plan: RunPlan, model, rank: int) -> dict | None:
+    """resume=weights: the network from `plan.weights_from` (a .ckpt, or a DeepSpeed directory
+    consolidated); rank 0 records where this stage began. Returns the EMA's weights, if saved."""
+    from phiscale.train.checkpoint_io import mark_weights_start
+    from phiscale.train.load import start_weights
+
+    weights, ema = start_weights(plan.weights_from)
+    model.load_state_dict(weights)
+    if rank == 0:
+        mark_weights_start(plan.ckpt_dir, plan.weights_from, plan.resume_step)
+    return ema
+
+
 def _open_run(logger, plan: RunPlan, cfg: DictConfig, model) -> None:
     """Create or continue the MLflow run (through its journal); say what is starting."""
     from phiscale.train import metadata
@@ -97,7 +122,10 @@ def _open_run(logger, plan: RunPlan, cfg: DictConfig, model) -> None:
     record = logger.open()
     config = plan.output_dir / "config.yaml"
     config.write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    if logger.resumed:
+    if plan.weights_from is not None:
+        print(f"phiscale: starting {record.run_id or 'the journaled run'} from the weights of {plan.weights_from} "
+              f"(step {plan.resume_step}) with a fresh optimizer; steps continue after {plan.resume_step}")
+    elif logger.resumed:
         print(f"phiscale: resuming {record.run_id or 'the journaled run'} from {plan.resume_from} "
               f"(restart {record.restarts})")
     else:

@@ -1,7 +1,8 @@
 """Every random draw of a run from its `seed`: the model's initial weights, then one stream per rank
 (dropout, drop path, augmentation), saved in every checkpoint per rank and restored on resume.
 
-Data order and crops are seeded in the loaders themselves (FFCV's order from seed + epoch and
+Data order and crops are seeded in the loaders themselves (the epoch order from seed + epoch at any
+world size, phiscale.data.batch_loader.epoch_order, and
 phiscale.data.ffcv_seeded's per-sample crops; the torch loader's per (seed, epoch, index)).
 `trainer.deterministic` adds PyTorch's deterministic kernels.
 """
