@@ -47,9 +47,6 @@ UPDATE_USER_PASSWORD = "/api/2.0/mlflow/users/update-password"
 DELETE_USER = "/api/2.0/mlflow/users/delete"
 GRANT_USER_PERMISSION = "/api/3.0/mlflow/users/permissions/grant"
 REVOKE_USER_PERMISSION = "/api/3.0/mlflow/users/permissions/revoke"
-# MLflow's error codes for a refused sign-in (401) and a refused permission (403).
-UNAUTHENTICATED = frozenset({"UNAUTHENTICATED", "CUSTOMER_UNAUTHORIZED"})
-PERMISSION_DENIED = "PERMISSION_DENIED"
 
 
 def new_password() -> str:
