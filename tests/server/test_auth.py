@@ -106,6 +106,8 @@ def test_each_user_keeps_to_their_permissions_and_a_wrong_password_is_refused_at
     srv, url = str(pg_server.dir), pg_server.url
     assert api(url, "/api/2.0/mlflow/experiments/search?max_results=1") == 401, "anonymous calls are refused"
     assert api(url, "/health") == 200, "the health check stays open"
+    unlock = server_cli("start", "--dir", srv, "--no-auth")
+    assert unlock.returncode == 2 and "not with --no-auth; stop it first" in unlock.stderr, unlock.stderr
 
     added = server_cli("user", "add", "--dir", srv, "alice", "--write-credentials", str(tmp_path / "alice.cred"))
     assert added.returncode == 0, added.stderr

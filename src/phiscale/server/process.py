@@ -27,8 +27,8 @@ artifact store directly; the destination can also be `s3://bucket/prefix`.
 `MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false` skips the server's GenAI job runner, which tracking
 does not use. Startup takes 15-50 s on a busy 2-core node (measured: about 16 s idle here);
 wait for `curl http://login01:5000/health` to say OK before submitting. `--host 0.0.0.0`
-exposes the server to the whole network without authentication: keep it on a private cluster
-network (or add `--app-name basic-auth`) and list the names clients use in `--allowed-hosts`.
+exposes this plain server to the whole network without authentication: `phiscale-server` adds
+MLflow's basic-auth app (phiscale.server.auth); list the names clients use in `--allowed-hosts`.
 
 In Python (tests, one-node experiments) use `MlflowServer`, which binds 127.0.0.1 on a free
 port, runs the server in its own process group and stops the whole group:

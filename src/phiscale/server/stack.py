@@ -216,7 +216,7 @@ class TrackingServer:
                     f"or use another --dir for a {backend} one"
                 )
             if recorded is not None and recorded.mlflow_alive():
-                return self._already_running(recorded, host, port, pg_port, timeout_s)
+                return self._already_running(recorded, host, port, pg_port, timeout_s, auth_options)
             state = _wanted_state(recorded, backend, host, port, pg_port, workers, allowed_hosts)
             warnings = auth_app.settle_options(state, recorded, **auth_options)
             _refuse_taken_port(state.port, state.host, "--port")
@@ -264,19 +264,24 @@ class TrackingServer:
         return server.start().detach()
 
     def _already_running(
-        self, state: State, host: str | None, port: int | None, pg_port: int | None, timeout_s: float
+        self, state: State, host: str | None, port: int | None, pg_port: int | None, timeout_s: float,
+        auth_options: dict,
     ) -> StartResult:
         asked = {
             "--host": (host, state.host),
             "--port": (port, state.port),
             "--pg-port": (pg_port, state.pg_port),
+            "--auth": (auth_options.get("auth"), state.auth),
+            "--default-permission": (auth_options.get("default_permission"), state.default_permission),
+            "--tls": (auth_options.get("tls"), state.tls),
         }
         clash = [
-            f"{flag} {want}" for flag, (want, have) in asked.items() if want is not None and want != have
-        ]
+            (flag if want else f"--no-{flag[2:]}") if isinstance(want, bool) else f"{flag} {want}"
+            for flag, (want, have) in asked.items() if want is not None and want != have
+        ]  # fmt: skip
         if clash:
             raise PhiscaleError(
-                f"{self.root} already runs a server at {state.url} (pid {state.mlflow_pid}), not at "
+                f"{self.root} already runs a server at {state.url} (pid {state.mlflow_pid}), not with "
                 f"{', '.join(clash)}; stop it first (phiscale-server stop --dir {self.root}) or use another --dir"
             )
         result = StartResult(url=state.url, already_running=True, cert_path=state.tls_cert)

@@ -72,7 +72,7 @@ def signed_in_as() -> str:
     from mlflow.utils.credentials import read_mlflow_creds
 
     username = read_mlflow_creds().username
-    return f"user {username!r}" if username else "anonymous (no MLFLOW_TRACKING_USERNAME, no ~/.mlflow/credentials)"
+    return f"user {username!r}" if username else "anonymous access (no MLFLOW_TRACKING_USERNAME, no ~/.mlflow/credentials)"
 
 
 def _tls_context() -> ssl.SSLContext | None:
