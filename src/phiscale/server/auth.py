@@ -8,8 +8,11 @@ and grants live in a SQLAlchemy database of their own: here `mlflow_auth` in the
 PostgreSQL cluster, or DIR/basic_auth.db beside a sqlite store. `default_permission` is a floor
 under every grant (READ: everyone signed in reads everything; NO_PERMISSIONS: only what is
 granted); whoever creates an experiment gets MANAGE on it. `/health` stays open (our probes).
-`auth_cache_ttl_seconds` stays 0, MLflow's default: every request checks the password against
-the database, so a changed password or a removed user takes effect at once.
+MLflow's `auth_cache_ttl_seconds` is 0 by default: every request then checks the password's
+scrypt hash (werkzeug's default, measured 180 ms of CPU here), and 64 writers on 2 cores time out
+(benchmarks/tracking_load.py, README). We cache a successful check for AUTH_CACHE_TTL_S in each
+worker: a changed password or a removed user is refused at once by the worker that made the
+change and by every worker within AUTH_CACHE_TTL_S.
 
 Clients sign in with MLflow's own mechanisms: MLFLOW_TRACKING_USERNAME / _PASSWORD, or
 ~/.mlflow/credentials (`write_credentials`). The admin's password and the secret key are made once
@@ -39,6 +42,7 @@ AUTH_INI = "basic_auth.ini"
 AUTH_SQLITE = "basic_auth.db"
 TLS_DIR = "tls"
 MIN_PASSWORD = 12  # mlflow.utils.validation._validate_password
+AUTH_CACHE_TTL_S = 30  # see the module docstring
 REQUEST_TIMEOUT_S = 30
 # The app's REST routes (mlflow/server/auth/routes.py; importing it would import mlflow.server).
 CREATE_USER = "/api/2.0/mlflow/users/create"
@@ -89,6 +93,7 @@ def server_env(root: Path, database_uri: str, default_permission: str, secret_ke
         f"default_permission = {default_permission}\n"
         f"database_uri = {database_uri.replace('%', '%%')}\n"
         f"admin_username = {ADMIN}\n"
+        f"auth_cache_ttl_seconds = {AUTH_CACHE_TTL_S}\n"
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n",
         mode=0o600,
     )
@@ -278,8 +283,8 @@ class AuthAdmin:
 
 
 # ---------------------------------------------------------------- start's options -----
-def settle_options(state, recorded, *, auth: bool | None, default_permission: str | None, tls: bool | None,
-                   tls_cert: str | None, tls_key: str | None) -> list[str]:
+def settle_options(state, recorded, *, auth: bool | None = None, default_permission: str | None = None,
+                   tls: bool | None = None, tls_cert: str | None = None, tls_key: str | None = None) -> list[str]:
     """Fill `state`'s auth and TLS fields from the options, else what DIR recorded, else the
     defaults (auth on, READ, no TLS); refuse `--no-auth` off loopback. Warnings to print."""
     def pick(given, name: str, default):

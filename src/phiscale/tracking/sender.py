@@ -74,6 +74,7 @@ class Sender:
         self.log = log
         self.down_since: float | None = None
         self.locked_out = False  # the last try was refused with 401/403
+        self._told_locked_out = False  # its one line is printed (until the backlog drains)
         self.sent_entries = self.sent_metrics = 0
         self._outage_entries = self._outage_metrics = 0
         self._client = None
@@ -325,13 +326,14 @@ class Sender:
             if not self.journal.backlog:
                 self.log(f"phiscale: tracking store {self.uri} is back after {time.monotonic() - self.down_since:.0f} s; "
                          f"the backlog is sent ({self._outage_entries} entries, {self._outage_metrics} metric values)")
-                self.down_since = None
+                self.down_since, self._told_locked_out = None, False
                 self._outage_entries = self._outage_metrics = 0
 
     def _went_down(self, err: BaseException) -> None:
         self._client = None  # a fresh client (and connection pool) for the next try
-        if is_auth_error(err) and not self.locked_out:
-            self.locked_out, self.down_since = True, self.down_since or time.monotonic()
+        if is_auth_error(err) and not self._told_locked_out:
+            self.locked_out, self._told_locked_out = True, True
+            self.down_since = self.down_since or time.monotonic()
             code = "401: wrong or missing password" if getattr(err, "error_code", "") != "PERMISSION_DENIED" else (
                 "403: no permission to write this experiment")  # fmt: skip
             self.log(f"phiscale: tracking server {self.uri} refused {signed_in_as()} ({code}); everything stays in "
