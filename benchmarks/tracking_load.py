@@ -137,8 +137,10 @@ def writer(index: int, uri: str, experiment: str, artifact_location: str | None,
     experiment_id = client and call(
         "get_or_create_experiment", get_or_create_experiment, client, experiment, artifact_location
     )
+    from phiscale.tracking.store import create_run  # rides out a locked server's grant race
+
     run = experiment_id and call(
-        "create_run", client.create_run, experiment_id, run_name=f"writer-{index:03d}",
+        "create_run", create_run, client, experiment_id, run_name=f"writer-{index:03d}",
         tags={"writer": str(index), "slurm_array_task_id": str(index)},
     )  # fmt: skip
     if run:

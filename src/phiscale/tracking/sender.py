@@ -26,6 +26,7 @@ from phiscale.tracking.journal import LOCK, Journal, RunRecord
 from phiscale.tracking.store import (
     CREDENTIALS_FIX,
     client,
+    create_run,
     describe_error,
     get_or_create_experiment,
     is_auth_error,
@@ -299,8 +300,8 @@ class Sender:
             run_id = found[0].info.run_id
         else:
             tags = {**entry["tags"], RUN_KEY_TAG: key}
-            run_id = mlflow.create_run(experiment_id, start_time=int(entry["start_ms"]), tags=tags,
-                                       run_name=entry["run_name"]).info.run_id
+            run_id = create_run(mlflow, experiment_id, start_time=int(entry["start_ms"]), tags=tags,
+                                run_name=entry["run_name"]).info.run_id
         self.record.run_id, self.record.experiment_id = run_id, experiment_id
         self.record.tracking_uri = self.uri
         self.record.save(self.journal.dir)

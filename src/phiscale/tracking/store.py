@@ -250,6 +250,25 @@ def get_or_create_experiment(mlflow, name: str) -> str:
     return experiment.experiment_id
 
 
+GRANT_RACE_S = 10.0
+
+
+def create_run(mlflow, experiment_id: str, **kwargs):
+    """`mlflow.create_run`, riding out the grant race of a locked server: MLflow's basic-auth app
+    gives an experiment's creator MANAGE only after it answered the create (an after-request
+    hook, mlflow/server/auth `set_can_manage_experiment_permission`), so a sweep's other jobs of
+    the same user that found the new experiment meanwhile get 403 for a moment (5 of 64 writers in
+    benchmarks/tracking_load.py). A 403 is retried for GRANT_RACE_S; a real one then stands."""
+    deadline = time.monotonic() + GRANT_RACE_S
+    while True:
+        try:
+            return mlflow.create_run(experiment_id, **kwargs)
+        except Exception as err:
+            if getattr(err, "error_code", None) != PERMISSION_DENIED or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
 def is_permanent(error: BaseException) -> bool:
     """True when retrying `error` cannot help (MLflow refused the request itself)."""
     return getattr(error, "error_code", None) in PERMANENT_ERROR_CODES
