@@ -2,7 +2,8 @@
 (driven through its DevTools protocol, waiting on what the page shows) opens the experiment page and
 the run page and finds the training view: the run in the runs table with its datasets and val/top1,
 the run's val/top1 chart, its dataset inputs, and the System metrics tab. Screenshots of each page go
-to the test's tmp dir.
+to the test's tmp dir. On a server locked by phiscale-server (basic auth), the admin sees the runs and
+a browser without credentials is refused.
 
 What MLflow 3.17.2's UI does (read in mlflow/server/js/build, main.*.js and experimentPage chunks):
 - a global GenAI / Model training switch decides the experiment page's view; it is read from the
@@ -10,10 +11,16 @@ What MLflow 3.17.2's UI does (read in mlflow/server/js/build, main.*.js and expe
   the experiment's `mlflow.experimentKind` tag is read only behind a feature flag the build turns off.
 - the runs table shows no metric column until one is chosen (Columns, or Sort, which adds it).
 - a run page's charts are drawn as they scroll into view; the chart search box filters them.
+- basic auth: credentials in the page URL (http://user:pw@host/) load the page, but the UI's own
+  fetch() calls then fail ("Request cannot be constructed from a URL that includes credentials");
+  an Authorization header on every request (DevTools Network.setExtraHTTPHeaders), as a browser
+  sends once its login dialog was answered, works. Without one, headless Chromium ends on its error
+  page with the navigation's responseStatus 401.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from dataclasses import dataclass
@@ -194,3 +201,26 @@ def test_the_runs_page_lists_a_sweeps_runs(mlflow_server, server_experiment, fak
     browser.open(f"{mlflow_server.url}/#/experiments/{experiment_id}/runs")
     browser.wait_for_text("Run Name", *fake_sweep.order)
     screenshot(browser, tmp_path / "sweep-runs.png")
+
+
+def test_a_locked_server_shows_its_runs_to_the_admin_and_refuses_strangers(pg_server, browser, tmp_path):
+    """phiscale-server's basic auth in front of the UI: the admin (its password from DIR) signs in
+    and sees the runs; a browser without credentials gets a 401 and no UI."""
+    client = MlflowClient(pg_server.url)  # signed in as the admin (the pg_server fixture)
+    experiment_id = client.create_experiment("locked-ui", tags={"mlflow.experimentKind": "custom_model_development"})
+    run = client.create_run(experiment_id, run_name="seen-by-the-admin")
+    client.log_metric(run.info.run_id, "val/top1", 0.5)
+    client.set_terminated(run.info.run_id)
+    page = f"{pg_server.url}/#/experiments/{experiment_id}?workflowType=machine_learning"
+
+    browser.open(page)
+    status = "(performance.getEntriesByType('navigation')[0] || {}).responseStatus"
+    assert browser.wait_for(status, "the navigation's HTTP status") == 401
+    assert "seen-by-the-admin" not in browser.text() and "Run Name" not in browser.text()
+
+    token = base64.b64encode(f"admin:{pg_server.admin_password}".encode()).decode()
+    browser.call("Network.enable")
+    browser.call("Network.setExtraHTTPHeaders", headers={"Authorization": f"Basic {token}"})
+    browser.open(page)
+    browser.wait_for_text("Run Name", "seen-by-the-admin", "admin")
+    screenshot(browser, tmp_path / "locked-experiment.png")

@@ -25,3 +25,13 @@ def test_bad_ports_and_workers_are_refused(tmp_path, server_cli):
     assert "--workers 0 must be at least 1" in one_line_error(
         server_cli("start", "--dir", str(tmp_path), "--workers", "0")
     )
+
+
+def test_a_directory_that_cannot_be_made_and_no_auth_off_loopback_are_one_line(tmp_path, server_cli):
+    assert "cannot use --dir /proc/nope: No such file or directory" in one_line_error(
+        server_cli("start", "--dir", "/proc/nope")
+    )
+    refusal = one_line_error(server_cli("start", "--dir", str(tmp_path / "srv"), "--host", "0.0.0.0", "--no-auth"))
+    assert "--no-auth with --host 0.0.0.0 would let anyone" in refusal and "127.0.0.1" in refusal
+    assert not (tmp_path / "srv" / "phiscale-server.json").exists(), "refused before anything started"
+    assert "no tracking server" in one_line_error(server_cli("user", "list", "--dir", str(tmp_path / "srv")))

@@ -33,7 +33,7 @@ def test_a_sqlite_store_is_put_in_wal_mode_and_the_file_keeps_it(tmp_path):
 def test_max_connections_covers_every_workers_full_pools():
     pool = int(POOL_ENV["MLFLOW_SQLALCHEMYSTORE_POOL_SIZE"]) + int(POOL_ENV["MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW"])
     assert pool == CONNECTIONS_PER_ENGINE == 40, "one connection per AnyIO thread of a uvicorn worker"
-    assert max_connections(4) == 4 * ENGINES_PER_WORKER * 40 + RESERVED_CONNECTIONS == 340
+    assert max_connections(4) == 4 * ENGINES_PER_WORKER * 40 + RESERVED_CONNECTIONS == 500
     assert max_connections(1) < max_connections(2)
 
 

@@ -189,7 +189,7 @@ def test_sqlite_backend_uses_wal_and_stops(tmp_path, server_cli):
     port = free_port()
     started = server_cli(
         "start", "--dir", str(srv), "--db", "sqlite", "--port", str(port), "--workers", "1",
-        "--allowed-hosts", "tracking.example.org",
+        "--allowed-hosts", "tracking.example.org", "--no-auth",  # on 127.0.0.1: the Host checks alone
     )  # fmt: skip
     assert started.returncode == 0, started.stderr
     try:
@@ -204,6 +204,7 @@ def test_sqlite_backend_uses_wal_and_stops(tmp_path, server_cli):
         assert (
             status.returncode == 0 and "sqlite backend" in status.stdout and "2 experiments" in status.stdout
         )
+        assert "auth           off (--no-auth" in status.stdout, status.stdout
     finally:
         stopped = server_cli("stop", "--dir", str(srv))
     assert stopped.returncode == 0 and "stopped mlflow server" in stopped.stderr

@@ -19,6 +19,26 @@ def test_a_silent_server_is_named_within_its_timeout():
     assert time.monotonic() - started < 60, "gave up long after its 1 s timeout (MLflow's own retries?)"
 
 
+def test_a_database_uri_is_named_in_one_line_within_its_timeout_and_hides_its_password():
+    port = free_port()
+    for uri, shown in ((f"postgresql://nobody@127.0.0.1:{port}/x", f"postgresql://nobody@127.0.0.1:{port}/x"),
+                       (f"postgresql+psycopg://u:secret@127.0.0.1:{port}/x", f"postgresql+psycopg://u:***@127.0.0.1:{port}/x")):  # fmt: skip
+        started = time.monotonic()
+        with pytest.raises(PhiscaleError) as refused:
+            tracking.check_reachable(uri, 2.0)
+        assert time.monotonic() - started < 10 and "\n" not in str(refused.value)
+        assert f"tracking database {shown} is unreachable" in str(refused.value) and "secret" not in str(refused.value)
+
+
+@pytest.mark.slow
+def test_a_database_that_refuses_the_password_is_one_line(pg_server):
+    import json
+
+    pg_port = json.loads((pg_server.dir / "phiscale-server.json").read_text())["pg_port"]
+    with pytest.raises(PhiscaleError, match=r"refused the connection \(.*password authentication failed"):
+        tracking.check_reachable(f"postgresql://mlflow:wrong@127.0.0.1:{pg_port}/mlflow", 5.0)
+
+
 def test_readers_refuse_an_absent_sqlite_store_and_writers_create_it(tmp_path):
     uri = f"sqlite:///{tmp_path / 'none.db'}"
     with pytest.raises(PhiscaleError, match="no MLflow database at .*none.db"):

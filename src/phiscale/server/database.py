@@ -42,13 +42,14 @@ PG_APT_PACKAGE = "postgresql"  # Debian 12: PostgreSQL 15 under /usr/lib/postgre
 PG_OS_USER = "postgres"  # PostgreSQL refuses to run as root: as root we run it as this user
 PG_SUPERUSER = "postgres"
 MLFLOW_DB = MLFLOW_ROLE = "mlflow"
+AUTH_DB = "mlflow_auth"  # the basic-auth app's users and grants: its own database, same role
 SQLITE_JOURNAL_MODES = {"wal": "WAL", "delete": "DELETE"}
 UNIX_SOCKET_PATH_MAX = 107  # sun_path is 108 bytes on Linux, with the final NUL
 
 # One pooled connection per AnyIO worker thread (40 per uvicorn worker), see the docstring.
 POOL_ENV = {"MLFLOW_SQLALCHEMYSTORE_POOL_SIZE": "8", "MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW": "32"}
 CONNECTIONS_PER_ENGINE = 8 + 32
-ENGINES_PER_WORKER = 2  # the tracking store and the model registry store each open a pool
+ENGINES_PER_WORKER = 3  # the tracking, model registry and basic-auth stores each open a pool
 RESERVED_CONNECTIONS = 20  # the mlflow CLI's own engines, status queries, psql
 
 
@@ -230,8 +231,8 @@ class Postgres:
                 f"PostgreSQL in {self.data} did not stop; see {self.log}: {_tail(self.log, 3)}"
             )
 
-    def ensure_database(self, port: int, password: str) -> None:
-        """The `mlflow` role (with `password`) and its database; creates what is missing."""
+    def ensure_database(self, port: int, password: str, databases: tuple[str, ...] = (MLFLOW_DB, AUTH_DB)) -> None:
+        """The `mlflow` role (with `password`) and its `databases`; creates what is missing."""
         import psycopg
         from psycopg import sql
 
@@ -242,8 +243,9 @@ class Postgres:
             exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (MLFLOW_ROLE,)).fetchone()
             verb = "ALTER" if exists else "CREATE"
             conn.execute(sql.SQL(verb + " ROLE {} LOGIN PASSWORD {}").format(role, sql.Literal(password)))
-            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (MLFLOW_DB,)).fetchone():
-                conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(MLFLOW_DB), role))
+            for name in databases:
+                if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+                    conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name), role))
 
     def _check_reachable_by_owner(self) -> None:
         """The `postgres` user must be able to walk down to DIR: name the first folder that stops it."""
@@ -262,8 +264,8 @@ class Postgres:
                 )
 
 
-def sqlalchemy_url(port: int, password: str) -> str:
-    return f"postgresql+psycopg://{MLFLOW_ROLE}:{password}@127.0.0.1:{port}/{MLFLOW_DB}"
+def sqlalchemy_url(port: int, password: str, database: str = MLFLOW_DB) -> str:
+    return f"postgresql+psycopg://{MLFLOW_ROLE}:{password}@127.0.0.1:{port}/{database}"
 
 
 

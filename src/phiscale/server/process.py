@@ -27,8 +27,8 @@ artifact store directly; the destination can also be `s3://bucket/prefix`.
 `MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false` skips the server's GenAI job runner, which tracking
 does not use. Startup takes 15-50 s on a busy 2-core node (measured: about 16 s idle here);
 wait for `curl http://login01:5000/health` to say OK before submitting. `--host 0.0.0.0`
-exposes the server to the whole network without authentication: keep it on a private cluster
-network (or add `--app-name basic-auth`) and list the names clients use in `--allowed-hosts`.
+exposes this plain server to the whole network without authentication: `phiscale-server` adds
+MLflow's basic-auth app (phiscale.server.auth); list the names clients use in `--allowed-hosts`.
 
 In Python (tests, one-node experiments) use `MlflowServer`, which binds 127.0.0.1 on a free
 port, runs the server in its own process group and stops the whole group:
@@ -40,8 +40,10 @@ port, runs the server in its own process group and stops the whole group:
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -75,6 +77,32 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
         except OSError:
             return False
     return True
+
+
+ALL_INTERFACES = ("0.0.0.0", "::", "")
+
+
+def client_host(host: str) -> str:
+    """The name clients use for a server bound to `host` (all interfaces -> this node's name)."""
+    return socket.gethostname() if host in ALL_INTERFACES else host
+
+
+def allowed_hosts(host: str, extra: str | None) -> str | None:
+    """`mlflow server --allowed-hosts`: MLflow's defaults (localhost, private IPs), this node's
+    names when serving on all interfaces (the URI start prints uses one), and `extra`. None keeps
+    MLflow's defaults; a list replaces them, so they are repeated here."""
+    names = sorted({socket.gethostname(), socket.getfqdn()}) if host in ALL_INTERFACES else []
+    if not names and not extra:
+        return None
+    from mlflow.server.security_utils import get_default_allowed_hosts
+
+    ours = [pattern for name in names for pattern in (name, f"{name}:*")]
+    return ",".join([*get_default_allowed_hosts(), *ours, *(extra.split(",") if extra else [])])
+
+
+def probe_host(host: str) -> str:
+    """Where this node reaches a server bound to `host`."""
+    return "::1" if host == "::" else "127.0.0.1" if host in ALL_INTERFACES else host
 
 
 def port_holder(port: int) -> str | None:
@@ -113,10 +141,15 @@ def command_line(pid: int, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def is_healthy(url: str, timeout: float = 2.0) -> bool:
-    """True when `url/health` answers 200 (the tracking server's readiness endpoint)."""
+def is_healthy(url: str, timeout: float = 2.0, cafile: str | Path | None = None) -> bool:
+    """True when `url/health` answers 200 (the tracking server's readiness endpoint; basic auth
+    leaves it open). `cafile`: the server's own certificate, for an https:// probe of it."""
+    context = None
+    if cafile is not None:  # our own self-signed certificate: the chain is checked, the name the
+        context = ssl.create_default_context(cafile=str(cafile))  # probe dials (0.0.0.0) is not
+        context.check_hostname = False
     try:
-        with urllib.request.urlopen(f"{url.rstrip('/')}/health", timeout=timeout) as response:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/health", timeout=timeout, context=context) as response:
             return response.status == 200
     except (urllib.error.URLError, OSError, ValueError):
         return False
@@ -126,7 +159,8 @@ class MlflowServer:
     """One `mlflow server` process group on `host:port`, data under `root` (db + artifacts + log).
 
     `env` adds environment variables for the server (pool sizes, ...); the backend store URI
-    travels in the environment too, so a database password never shows in `ps`.
+    travels in the environment too, so a database password never shows in `ps`. `app_name`
+    (`basic-auth`) wraps the server in an MLflow app; `tls` = (certificate, key) serves HTTPS.
     """
 
     def __init__(
@@ -142,6 +176,8 @@ class MlflowServer:
         log_path: str | Path | None = None,
         env: Mapping[str, str] | None = None,
         allowed_hosts: str | None = None,
+        app_name: str | None = None,
+        tls: tuple[str | Path, str | Path] | None = None,
     ) -> None:
         self.root = Path(root).resolve()
         self.host = host
@@ -153,6 +189,8 @@ class MlflowServer:
         self.log_path = Path(log_path) if log_path else self.root / "server.log"
         self.env = dict(env or {})
         self.allowed_hosts = allowed_hosts
+        self.app_name = app_name
+        self.tls = (Path(tls[0]), Path(tls[1])) if tls else None
         self.startup_s: float | None = None  # how long the last start took
         self._process: subprocess.Popen | None = None
 
@@ -160,7 +198,7 @@ class MlflowServer:
     def url(self) -> str:
         if self.port is None:
             raise RuntimeError("MlflowServer has no port until start() is called")
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
 
     @property
     def pid(self) -> int | None:
@@ -171,6 +209,10 @@ class MlflowServer:
         mlflow_script = Path(sys.executable).with_name("mlflow")
         prog = [str(mlflow_script)] if mlflow_script.exists() else [sys.executable, "-m", "mlflow"]
         allowed = ["--allowed-hosts", self.allowed_hosts] if self.allowed_hosts else []
+        app = ["--app-name", self.app_name] if self.app_name else []
+        uvicorn_opts = UVICORN_OPTS
+        if self.tls:  # `mlflow server` hands --uvicorn-opts to uvicorn as they are
+            uvicorn_opts += f" --ssl-certfile {shlex.quote(str(self.tls[0]))} --ssl-keyfile {shlex.quote(str(self.tls[1]))}"
         return [
             *prog,
             "server",
@@ -184,8 +226,9 @@ class MlflowServer:
             "--workers",
             str(self.workers),
             "--uvicorn-opts",
-            UVICORN_OPTS,
+            uvicorn_opts,
             *allowed,
+            *app,
         ]
 
     def start(self) -> MlflowServer:
@@ -196,7 +239,7 @@ class MlflowServer:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         if self.port is None:
             self.port = free_port(self.host)
-        if not port_is_free(self.port, self.host) or is_healthy(self.url, timeout=1.0):
+        if not port_is_free(self.port, self.host) or self.healthy(timeout=1.0):
             holder = port_holder(self.port) or "another process"
             raise PhiscaleError(
                 f"something already answers at {self.url} ({holder}); pick another port or stop it"
@@ -235,7 +278,7 @@ class MlflowServer:
                     f"mlflow server exited with code {self._process.returncode} before it was ready; "
                     f"see {self.log_path}, which ends: {self.log_tail(5, sep=' | ')}"
                 )
-            if is_healthy(self.url, timeout=2.0):
+            if self.healthy(timeout=2.0):
                 return
             if time.monotonic() - started > self.startup_timeout_s:
                 raise PhiscaleError(
@@ -243,6 +286,9 @@ class MlflowServer:
                     f"see {self.log_path}, which ends: {self.log_tail(5, sep=' | ')}"
                 )
             time.sleep(0.5)
+
+    def healthy(self, timeout: float = 2.0) -> bool:
+        return is_healthy(self.url, timeout, cafile=self.tls[0] if self.tls else None)
 
     def detach(self) -> int:
         """Leave the started server running after this object is gone; its process group id."""

@@ -5,11 +5,13 @@ sqlite serialises them on one file lock. `phiscale-server` runs a private Postgr
 and `mlflow server` (proxied artifacts) from one directory, with nothing outside it touched:
 
     phiscale-server start --dir /srv/mlflow            # prints: export MLFLOW_TRACKING_URI=http://...
-    phiscale-server status --dir /srv/mlflow           # URI, pids, uptime, runs, health of each part
+    phiscale-server status --dir /srv/mlflow           # URI, pids, uptime, runs, users, health
     phiscale-server stop --dir /srv/mlflow             # exactly what start started
 
-    DIR/phiscale-server.json   backend, host, ports, workers, the mlflow pid (mode 0600: it holds
-                               the database password)
+    DIR/phiscale-server.json   backend, host, ports, workers, the mlflow pid, auth and TLS (mode
+                               0600: it holds the database and admin passwords, the secret key)
+    DIR/basic_auth.ini         the basic-auth app's settings (phiscale.server.auth), mode 0600
+    DIR/tls/                   the self-signed certificate of `--tls`
     DIR/pg/  DIR/run/          the PostgreSQL cluster and its unix socket (owned by the OS user
                                `postgres` when started as root); it listens on 127.0.0.1 only
     DIR/mlflow.db              the store with `--db sqlite`
@@ -21,7 +23,8 @@ locking and shared memory, not NFS); only the server reads and writes it.
 
 
 The database half (PostgreSQL or sqlite, and the concurrency settings) is phiscale.server.database;
-the `mlflow server` process group is phiscale.server.process.
+the `mlflow server` process group is phiscale.server.process; users, grants and TLS are
+phiscale.server.auth.
 """
 
 from __future__ import annotations
@@ -30,7 +33,6 @@ import contextlib
 import fcntl
 import json
 import secrets
-import socket
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -39,7 +41,9 @@ from pathlib import Path
 
 from phiscale.errors import PhiscaleError
 from phiscale.paths import write_atomically
+from phiscale.server import auth as auth_app
 from phiscale.server.database import (
+    AUTH_DB,
     MLFLOW_DB,
     MLFLOW_ROLE,
     POOL_ENV,
@@ -49,10 +53,13 @@ from phiscale.server.database import (
 )
 from phiscale.server.process import (
     MlflowServer,
+    allowed_hosts,
+    client_host,
     free_port,
     is_healthy,
     port_holder,
     port_is_free,
+    probe_host,
     process_start_ticks,
     stop_process_group,
 )
@@ -82,6 +89,13 @@ class State:
     mlflow_start_ticks: int | None = None
     mlflow_started_at: float | None = None
     allowed_hosts: str | None = None
+    auth: bool = True
+    default_permission: str = "READ"
+    secret_key: str | None = None
+    admin_password: str | None = None
+    tls: bool = False
+    tls_cert: str | None = None
+    tls_key: str | None = None
 
     @classmethod
     def load(cls, path: Path) -> State | None:
@@ -101,28 +115,8 @@ class State:
 
     @property
     def url(self) -> str:
-        return f"http://{client_host(self.host)}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{client_host(self.host)}:{self.port}"
 
-
-ALL_INTERFACES = ("0.0.0.0", "::", "")
-
-
-def client_host(host: str) -> str:
-    """The name clients use for a server bound to `host` (all interfaces -> this node's name)."""
-    return socket.gethostname() if host in ALL_INTERFACES else host
-
-
-def allowed_hosts(host: str, extra: str | None) -> str | None:
-    """`mlflow server --allowed-hosts`: MLflow's defaults (localhost, private IPs), this node's
-    names when serving on all interfaces (the URI start prints uses one), and `extra`. None keeps
-    MLflow's defaults; a list replaces them, so they are repeated here."""
-    names = sorted({socket.gethostname(), socket.getfqdn()}) if host in ALL_INTERFACES else []
-    if not names and not extra:
-        return None
-    from mlflow.server.security_utils import get_default_allowed_hosts
-
-    ours = [pattern for name in names for pattern in (name, f"{name}:*")]
-    return ",".join([*get_default_allowed_hosts(), *ours, *(extra.split(",") if extra else [])])
 
 # ---------------------------------------------------------------- the managed server -----
 @dataclass
@@ -144,6 +138,8 @@ class ServerStatus:
     experiments: int | None = None
     runs: int | None = None
     counts_error: str = ""
+    auth: bool = False
+    users: int | None = None
 
     @property
     def running(self) -> bool:
@@ -160,6 +156,8 @@ class StartResult:
     already_running: bool
     startup_s: float = 0.0
     started: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    cert_path: str | None = None
 
 
 class TrackingServer:
@@ -199,11 +197,17 @@ class TrackingServer:
         workers: int | None = None,
         allowed_hosts: str | None = None,
         timeout_s: float = DEFAULT_STARTUP_TIMEOUT_S,
+        **auth_options,
     ) -> StartResult:
-        """Start what is not running; refuse (PhiscaleError) when DIR or a port belongs to another server."""
+        """Start what is not running; refuse (PhiscaleError) when DIR or a port belongs to another
+        server. `auth_options`: auth, default_permission, tls, tls_cert, tls_key (auth.settle_options)."""
         _check_options(backend, port, pg_port, workers)
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.log_dir.mkdir(exist_ok=True)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            self.log_dir.mkdir(exist_ok=True)
+            (self.root / LOCK_FILE).touch()
+        except OSError as err:
+            raise PhiscaleError(f"cannot use --dir {self.root}: {err.strerror}; pick a directory you can write") from None
         with self._locked():
             recorded = self.state()
             if recorded is not None and backend is not None and backend != recorded.backend:
@@ -212,11 +216,12 @@ class TrackingServer:
                     f"or use another --dir for a {backend} one"
                 )
             if recorded is not None and recorded.mlflow_alive():
-                return self._already_running(recorded, host, port, pg_port, timeout_s)
+                return self._already_running(recorded, host, port, pg_port, timeout_s, auth_options)
             state = _wanted_state(recorded, backend, host, port, pg_port, workers, allowed_hosts)
+            warnings = auth_app.settle_options(state, recorded, **auth_options)
             _refuse_taken_port(state.port, state.host, "--port")
             started = time.monotonic()
-            result = StartResult(url=state.url, already_running=False)
+            result = StartResult(url=state.url, already_running=False, warnings=warnings)
             pg_started_here = state.backend == "postgres" and self._start_postgres(state, timeout_s, result)
             try:
                 state.save(self.state_path)
@@ -230,14 +235,19 @@ class TrackingServer:
             state.save(self.state_path)
             result.started.append(f"mlflow server (pid {state.mlflow_pid}, {state.workers} workers)")
             result.startup_s = time.monotonic() - started
+            result.cert_path = state.tls_cert
             return result
 
     def _start_mlflow(self, state: State, timeout_s: float) -> int:
         """`mlflow server` on the store, detached in its own process group; its pid (= group id)."""
         if state.backend == "postgres":
             store_uri, env = sqlalchemy_url(state.pg_port, state.db_password), POOL_ENV
+            auth_uri = sqlalchemy_url(state.pg_port, state.db_password, AUTH_DB)
         else:
             store_uri, env = prepare_sqlite_store(self.root / "mlflow.db"), {}
+            (self.root / auth_app.AUTH_SQLITE).touch(mode=0o600)  # password hashes: ours alone
+            auth_uri = prepare_sqlite_store(self.root / auth_app.AUTH_SQLITE)
+        options = auth_app.server_options(self.root, state, auth_uri)
         server = MlflowServer(
             self.root,
             host=state.host,
@@ -247,28 +257,34 @@ class TrackingServer:
             workers=state.workers,
             startup_timeout_s=timeout_s,
             log_path=self.log_dir / "mlflow.log",
-            env=env,
+            env={**env, **options.pop("env", {})},
             allowed_hosts=allowed_hosts(state.host, state.allowed_hosts),
+            **options,
         )
         return server.start().detach()
 
     def _already_running(
-        self, state: State, host: str | None, port: int | None, pg_port: int | None, timeout_s: float
+        self, state: State, host: str | None, port: int | None, pg_port: int | None, timeout_s: float,
+        auth_options: dict,
     ) -> StartResult:
         asked = {
             "--host": (host, state.host),
             "--port": (port, state.port),
             "--pg-port": (pg_port, state.pg_port),
+            "--auth": (auth_options.get("auth"), state.auth),
+            "--default-permission": (auth_options.get("default_permission"), state.default_permission),
+            "--tls": (auth_options.get("tls"), state.tls),
         }
         clash = [
-            f"{flag} {want}" for flag, (want, have) in asked.items() if want is not None and want != have
-        ]
+            (flag if want else f"--no-{flag[2:]}") if isinstance(want, bool) else f"{flag} {want}"
+            for flag, (want, have) in asked.items() if want is not None and want != have
+        ]  # fmt: skip
         if clash:
             raise PhiscaleError(
-                f"{self.root} already runs a server at {state.url} (pid {state.mlflow_pid}), not at "
+                f"{self.root} already runs a server at {state.url} (pid {state.mlflow_pid}), not with "
                 f"{', '.join(clash)}; stop it first (phiscale-server stop --dir {self.root}) or use another --dir"
             )
-        result = StartResult(url=state.url, already_running=True)
+        result = StartResult(url=state.url, already_running=True, cert_path=state.tls_cert)
         if state.backend == "postgres" and self.postgres.running() is None:  # the database died under it
             self._start_postgres(state, timeout_s, result)
         return result
@@ -322,9 +338,13 @@ class TrackingServer:
         state = self.state()
         if state is None:
             raise PhiscaleError(f"{self.root} holds no tracking server ({STATE_FILE} is missing)")
-        status = ServerStatus(self.root, state.backend, state.url)
+        status = ServerStatus(self.root, state.backend, state.url, auth=state.auth)
         alive = state.mlflow_alive()
-        healthy = alive and is_healthy(f"http://{_probe_host(state.host)}:{state.port}", timeout=5.0)
+        probe = f"{'https' if state.tls else 'http'}://{probe_host(state.host)}:{state.port}"
+        healthy = alive and is_healthy(probe, timeout=5.0, cafile=state.tls_cert)
+        if healthy and state.auth:
+            with contextlib.suppress(PhiscaleError):
+                status.users = len(self.admin(state).users())
         status.parts.append(
             PartStatus(
                 "mlflow server",
@@ -347,6 +367,15 @@ class TrackingServer:
         except Exception as err:  # a stopped database, no tables yet
             status.counts_error = describe_error(err)
         return status
+
+    def admin(self, state: State | None = None) -> auth_app.AuthAdmin:
+        """The admin's client for users and grants (phiscale-server user / grant)."""
+        state = state or self.state()
+        if state is None or state.mlflow_pid is None or not state.mlflow_alive():
+            raise PhiscaleError(f"{self.root} runs no tracking server; start it first (phiscale-server start --dir {self.root})")
+        if not state.auth:
+            raise PhiscaleError(f"{self.root} runs without authentication (--no-auth); restart it without --no-auth")
+        return auth_app.AuthAdmin(state.url, state.admin_password, cert_path=state.tls_cert)
 
     def _postgres_status(self, state: State) -> PartStatus:
         running = self.postgres.running()
@@ -419,7 +448,3 @@ def _refuse_taken_port(port: int, host: str, flag: str) -> None:
     if not port_is_free(port, host):
         holder = port_holder(port) or "another process"
         raise PhiscaleError(f"port {port} on {host} is taken by {holder}; pass another {flag} or stop it")
-
-
-def _probe_host(host: str) -> str:
-    return "::1" if host == "::" else "127.0.0.1" if host in ALL_INTERFACES else host

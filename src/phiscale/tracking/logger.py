@@ -25,7 +25,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from phiscale.errors import PhiscaleError
 from phiscale.tracking.journal import Journal, RunRecord, now_ms, read_entries, tracking_dir
 from phiscale.tracking.sender import Sender
-from phiscale.tracking.store import client, is_permanent, run_url, short_http_timeouts
+from phiscale.tracking.store import client, is_permanent, run_url, short_http_timeouts, signed_in_as
 from phiscale.tracking.system_metrics import PREFIX as SYSTEM_PREFIX
 from phiscale.tracking.system_metrics import SystemMetrics
 from phiscale.tracking.tags import TAG_VALUE_LIMIT
@@ -136,6 +136,13 @@ class RunLogger(Logger):
             if self.resumed and self.record.run_id:
                 self._check_run_exists()
             self.sender.create_run_now()  # the run's URL at start; an outage here is survived like any
+            if self.sender.locked_out:  # signed in, but this experiment is not the user's to write
+                self.sender.release()
+                raise PhiscaleError(
+                    f"tracking server {self.tracking_uri} refused to create the run in experiment "
+                    f"{self.experiment_name!r} as {signed_in_as()}; with a 403 ask its admin for EDIT on it (phiscale-server grant), "
+                    "or use tracking.experiment=<one of yours>"
+                )
         self.sender.start()
 
     def _check_run_exists(self) -> None:

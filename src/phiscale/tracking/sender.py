@@ -6,7 +6,10 @@ locked") it retries with capped exponential backoff; training only ever appends 
 Every entry is sent at least once and stored once: metrics carry their original timestamps (MLflow
 stores a repeated identical metric once), params and tags are idempotent, and a lost reply to
 `create_run` is found again through the `phiscale.run_key` tag. Two log lines per outage at most:
-when the store went away, and when the backlog was drained.
+when the store went away, and when the backlog was drained. A locked server that refuses the
+credentials (401) or the permission (403), say after a password was changed, is one more kind of
+outage: one line, a retry every `retry_max_s` (a rewritten ~/.mlflow/credentials is picked up),
+and `phiscale-sync` sends the journal later with the right credentials.
 """
 
 from __future__ import annotations
@@ -20,7 +23,16 @@ from pathlib import Path
 from typing import Any
 
 from phiscale.tracking.journal import LOCK, Journal, RunRecord
-from phiscale.tracking.store import client, describe_error, get_or_create_experiment, is_permanent
+from phiscale.tracking.store import (
+    CREDENTIALS_FIX,
+    client,
+    create_run,
+    describe_error,
+    get_or_create_experiment,
+    is_auth_error,
+    is_permanent,
+    signed_in_as,
+)
 
 RUN_KEY_TAG = "phiscale.run_key"
 HEARTBEAT_TAG = "phiscale.heartbeat"  # unix seconds, updated by the sender every heartbeat_s
@@ -62,6 +74,8 @@ class Sender:
         self.retry_max_s = retry_max_s
         self.log = log
         self.down_since: float | None = None
+        self.locked_out = False  # the last try was refused with 401/403
+        self._told_locked_out = False  # its one line is printed (until the backlog drains)
         self.sent_entries = self.sent_metrics = 0
         self._outage_entries = self._outage_metrics = 0
         self._client = None
@@ -136,7 +150,8 @@ class Sender:
                 delay = 1.0
                 self._heartbeat()
                 continue
-            self._abandon.wait(delay)  # an outage: back off, but wake at once if abandoned
+            # an outage: back off, but wake at once if abandoned; refused credentials: the longest wait
+            self._abandon.wait(self.retry_max_s if self.locked_out else delay)
             delay = min(delay * 2, self.retry_max_s)
 
     def _idle_wait(self) -> float:
@@ -165,8 +180,8 @@ class Sender:
             if self.send_some():
                 delay = 1.0
                 continue
-            if deadline is not None and time.monotonic() + delay > deadline:
-                break
+            if self.locked_out or (deadline is not None and time.monotonic() + delay > deadline):
+                break  # refused credentials do not change by waiting: sync again with the right ones
             time.sleep(delay)
             delay = min(delay * 2, self.retry_max_s)
         return self.journal.backlog
@@ -207,6 +222,7 @@ class Sender:
                 return describe_error(err)
             self._went_down(err)
             return OUTAGE
+        self.locked_out = False
         return None
 
     def _next_batch(self) -> list[dict[str, Any]]:
@@ -286,8 +302,8 @@ class Sender:
             run_id = found[0].info.run_id
         else:
             tags = {**entry["tags"], RUN_KEY_TAG: key}
-            run_id = mlflow.create_run(experiment_id, start_time=int(entry["start_ms"]), tags=tags,
-                                       run_name=entry["run_name"]).info.run_id
+            run_id = create_run(mlflow, experiment_id, start_time=int(entry["start_ms"]), tags=tags,
+                                run_name=entry["run_name"]).info.run_id
         self.record.run_id, self.record.experiment_id = run_id, experiment_id
         self.record.tracking_uri = self.uri
         self.record.save(self.journal.dir)
@@ -327,11 +343,21 @@ class Sender:
             if not self.journal.backlog:
                 self.log(f"phiscale: tracking store {self.uri} is back after {time.monotonic() - self.down_since:.0f} s; "
                          f"the backlog is sent ({self._outage_entries} entries, {self._outage_metrics} metric values)")
-                self.down_since = None
+                self.down_since, self._told_locked_out = None, False
                 self._outage_entries = self._outage_metrics = 0
 
     def _went_down(self, err: BaseException) -> None:
         self._client = None  # a fresh client (and connection pool) for the next try
+        if is_auth_error(err) and not self._told_locked_out:
+            self.locked_out, self._told_locked_out = True, True
+            self.down_since = self.down_since or time.monotonic()
+            code = "401: wrong or missing password" if getattr(err, "error_code", "") != "PERMISSION_DENIED" else (
+                "403: no permission to write this experiment")  # fmt: skip
+            self.log(f"phiscale: tracking server {self.uri} refused {signed_in_as()} ({code}); everything stays in "
+                     f"{self.journal.path}, retried every {self.retry_max_s:.0f} s; {CREDENTIALS_FIX}, then "
+                     f"phiscale-sync {self.output_dir}")  # fmt: skip
+            return
+        self.locked_out = is_auth_error(err)
         if self.down_since is None:
             self.down_since = time.monotonic()
             self.log(f"phiscale: tracking store {self.uri} is unreachable ({describe_error(err)}); training goes "

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import os
 import re
+import socket
+import ssl
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -45,6 +48,41 @@ def is_server(uri: str) -> bool:
     return uri.startswith(("http://", "https://"))
 
 
+# Database URIs MLflow takes as tracking URIs (SQLAlchemy dialects, `+driver` allowed).
+DATABASE_SCHEMES = ("postgresql", "mysql", "mssql")
+# What MLflow says when a server refuses the credentials (401) or the user's permission (403).
+UNAUTHENTICATED = frozenset({"UNAUTHENTICATED", "CUSTOMER_UNAUTHORIZED"})
+PERMISSION_DENIED = "PERMISSION_DENIED"
+CREDENTIALS_FIX = ("export MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or write ~/.mlflow/credentials) "
+                   "for an account the server's admin made with `phiscale-server user add`")  # fmt: skip
+
+
+def is_database(uri: str) -> bool:
+    return uri.split("://", 1)[0].split("+", 1)[0] in DATABASE_SCHEMES
+
+
+def is_auth_error(error: BaseException) -> bool:
+    """The server refused who we are (401) or what we may do (403): a retry soon cannot help,
+    new credentials can (the journal keeps everything until then)."""
+    return getattr(error, "error_code", None) in UNAUTHENTICATED | {PERMISSION_DENIED}
+
+
+def signed_in_as() -> str:
+    """Who MLflow's client signs in as (its environment variables, else ~/.mlflow/credentials)."""
+    from mlflow.utils.credentials import read_mlflow_creds
+
+    username = read_mlflow_creds().username
+    return f"user {username!r}" if username else "anonymous access (no MLFLOW_TRACKING_USERNAME, no ~/.mlflow/credentials)"
+
+
+def _tls_context() -> ssl.SSLContext | None:
+    """urllib's TLS settings from MLflow's own: a server certificate to trust, or none checked."""
+    if os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() == "true":
+        return ssl._create_unverified_context()
+    cafile = os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH")
+    return ssl.create_default_context(cafile=cafile) if cafile else None
+
+
 def short_http_timeouts(timeout_s: float = 10.0) -> None:
     """For a training process: MLflow's own HTTP client retries for minutes by default; phiscale
     retries itself (the sender), so each request fails within about `timeout_s` (a value the user
@@ -71,11 +109,21 @@ def check_reachable(uri: str, timeout_s: float = 10.0, *, must_exist: bool = Fal
                 "or pass --tracking-uri / set MLFLOW_TRACKING_URI to the store the runs are in"
             )
         return
+    started = time.monotonic()
+    if is_database(uri):
+        _check_database(uri, timeout_s)
+        return
     if not is_server(uri):
         return
     last_error = wait_until_reachable(uri, timeout_s)
     if last_error is None:
+        check_credentials(uri, max(1.0, timeout_s - (time.monotonic() - started)))
         return
+    if isinstance(getattr(last_error, "reason", None), ssl.SSLError):
+        raise PhiscaleError(
+            f"tracking server {uri} has a certificate this machine does not trust ({last_error.reason}); "
+            "export MLFLOW_TRACKING_SERVER_CERT_PATH=<the server's DIR>/tls/cert.pem (phiscale-server start prints it)"
+        )
     raise PhiscaleError(
         f"tracking server {uri} is unreachable after {timeout_s:.0f} s ({last_error}); start it "
         "(`phiscale-server start`), fix tracking.uri, or train anyway with tracking.mode=online_tolerant "
@@ -89,16 +137,66 @@ def wait_until_reachable(uri: str, timeout_s: float) -> Exception | None:
     url = uri.rstrip("/") + "/health"
     deadline = time.monotonic() + timeout_s
     error: Exception | None = TimeoutError(f"no answer within {timeout_s:.0f} s")
+    context = _tls_context() if url.startswith("https://") else None
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(url, timeout=max(0.5, deadline - time.monotonic())):
+            with urllib.request.urlopen(url, timeout=max(0.5, deadline - time.monotonic()), context=context):
                 return None
         except urllib.error.HTTPError:
             return None
         except (urllib.error.URLError, OSError) as err:
             error = err
+            if isinstance(getattr(err, "reason", None), ssl.SSLError):
+                return err  # a certificate is not an outage: waiting cannot fix it
         time.sleep(0.5)
     return error
+
+
+def check_credentials(uri: str, timeout_s: float) -> None:
+    """One authenticated read, as MLflow's client would sign in: a locked server (phiscale-server's
+    basic auth) that refuses the credentials is named at once, with the user and the fix."""
+    from mlflow.utils.credentials import get_default_host_creds
+    from mlflow.utils.rest_utils import http_request
+
+    try:
+        response = http_request(get_default_host_creds(uri), "/api/2.0/mlflow/experiments/search", "GET",
+                                max_retries=0, timeout=timeout_s, params={"max_results": 1})  # fmt: skip
+    except Exception:
+        return  # not an answer about credentials: the client's own calls will tell
+    if response.status_code == 401:
+        raise PhiscaleError(f"tracking server {uri} refused {signed_in_as()} (401: wrong or missing password); "
+                            + CREDENTIALS_FIX)  # fmt: skip
+
+
+def _check_database(uri: str, timeout_s: float) -> None:
+    """A database URI (MLflow's client then talks SQL itself): reachable and signed in within
+    `timeout_s`, else one line, instead of MLflow's minutes of logged connection retries."""
+    parts = urllib.parse.urlsplit(uri)
+    shown = re.sub(r":[^:@/]*@", ":***@", uri) if parts.password else uri  # never print a password
+    default_port = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}[parts.scheme.split("+")[0]]
+    try:
+        port = parts.port or default_port
+        with socket.create_connection((parts.hostname or "localhost", port), timeout=timeout_s):
+            pass
+    except (OSError, ValueError) as err:
+        raise PhiscaleError(
+            f"tracking database {shown} is unreachable ({describe_error(err)}); start it or fix tracking.uri "
+            "(a shared server is usually an http:// URI: `phiscale-server start` prints it)"
+        ) from None
+    if not parts.scheme.startswith(("postgresql", "mysql")):
+        return
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(uri, connect_args={"connect_timeout": max(1, int(timeout_s))}, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with engine.connect():
+            pass
+    except Exception as err:
+        cause = str(getattr(err, "orig", err)).strip().splitlines()[0][:200]
+        raise PhiscaleError(f"tracking database {shown} refused the connection ({cause}); fix tracking.uri "
+                            "(user, password, database name)") from None  # fmt: skip
+    finally:
+        engine.dispose()
 
 
 def client(uri: str):
@@ -150,6 +248,25 @@ def get_or_create_experiment(mlflow, name: str) -> str:
         if key not in experiment.tags:  # an experiment made elsewhere: phiscale's runs are model training
             mlflow.set_experiment_tag(experiment.experiment_id, key, value)
     return experiment.experiment_id
+
+
+GRANT_RACE_S = 10.0
+
+
+def create_run(mlflow, experiment_id: str, **kwargs):
+    """`mlflow.create_run`, riding out the grant race of a locked server: MLflow's basic-auth app
+    gives an experiment's creator MANAGE only after it answered the create (an after-request
+    hook, mlflow/server/auth `set_can_manage_experiment_permission`), so a sweep's other jobs of
+    the same user that found the new experiment meanwhile get 403 for a moment (5 of 64 writers in
+    benchmarks/tracking_load.py). A 403 is retried for GRANT_RACE_S; a real one then stands."""
+    deadline = time.monotonic() + GRANT_RACE_S
+    while True:
+        try:
+            return mlflow.create_run(experiment_id, **kwargs)
+        except Exception as err:
+            if getattr(err, "error_code", None) != PERMISSION_DENIED or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 def is_permanent(error: BaseException) -> bool:
