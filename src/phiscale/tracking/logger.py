@@ -223,12 +223,7 @@ class RunLogger(Logger):
         """Upload `path` (a file in the output dir is recorded relative to it, so a journal written on
         one node can be synced from another that mounts the output dir elsewhere)."""
         self.open()
-        path = Path(path).resolve()
-        try:
-            recorded = str(path.relative_to(self.output_dir.resolve()))
-        except ValueError:
-            recorded = str(path)
-        self.journal.append("artifact", path=recorded, artifact_path=artifact_path)
+        self.journal.append("artifact", path=self._recorded(path), artifact_path=artifact_path)
 
     @rank_zero_only
     def log_model(self, path: str | os.PathLike[str], *, params: Mapping[str, Any], metrics: Mapping[str, float],
@@ -239,11 +234,7 @@ class RunLogger(Logger):
         time and step, found in the journal: MLflow keeps one copy, so the run's history stays as it
         was); one the journal lacks is linked at `step`."""
         self.open()
-        path = Path(path).resolve()
-        try:
-            recorded = str(path.relative_to(self.output_dir.resolve()))
-        except ValueError:
-            recorded = str(path)
+        recorded = self._recorded(path)
         self.journal.sync()
         points = {}
         for entry in read_entries(self.journal.path)[0]:
@@ -255,6 +246,15 @@ class RunLogger(Logger):
         linked = [points.get(k, [k, float(v), now_ms(), int(step)]) for k, v in metrics.items()]
         self.journal.append("model", path=recorded, params={k: str(v) for k, v in params.items()},
                             metrics=linked, step=int(step), register=register)
+
+    def _recorded(self, path: str | os.PathLike[str]) -> str:
+        """`path` as the journal records it: relative to the output dir when inside it (another node
+        may mount that dir elsewhere), else absolute."""
+        path = Path(path).resolve()
+        try:
+            return str(path.relative_to(self.output_dir.resolve()))
+        except ValueError:
+            return str(path)
 
     @rank_zero_only
     def log_dataset(self, dataset: Mapping[str, Any], tags: Mapping[str, str] | None = None) -> None:
