@@ -69,3 +69,40 @@ def test_concurrent_registrations_leave_best_on_the_highest_score(mlflow_server,
         top = max(float(v.tags[SCORE_TAG]) for v in versions)
         assert float(best.tags[SCORE_TAG]) == top, f"best is at {best.tags[SCORE_TAG]}, the highest is {top}"
     assert len(client.search_model_versions(f"name = '{name}'")) == 12
+
+
+def test_a_first_write_of_best_that_loses_the_insert_race_is_retried(tmp_path):
+    """MLflow's SQL store sets an alias with a read then an insert: another registration that inserts
+    `best` between the two makes this one's insert fail on the unique key. Here that other writer is
+    real (a second connection to the same sqlite file, committing just before our insert), and the
+    loser must read again and move `best` onto the higher score, not fail the end of its run."""
+    import sqlite3
+
+    from sqlalchemy import event
+
+    from phiscale.tracking.registry import settle_best_alias
+
+    db = tmp_path / "registry.db"
+    client = MlflowClient(f"sqlite:///{db}")
+    client.create_registered_model("race")
+    for score in ("0.5", "0.9"):
+        client.create_model_version("race", source=str(tmp_path), tags={SCORE_TAG: score})
+    engine = client._get_registry_client().store.engine
+    cut_in = []
+
+    def another_writer_first(conn, cursor, statement, *args):
+        if statement.lstrip().upper().startswith("INSERT INTO REGISTERED_MODEL_ALIASES") and not cut_in:
+            other = sqlite3.connect(db)
+            other.execute("INSERT INTO registered_model_aliases (workspace, name, alias, version) "
+                          "VALUES ('default', 'race', 'best', 1)")
+            other.commit()
+            other.close()
+            cut_in.append(statement)
+
+    event.listen(engine, "before_cursor_execute", another_writer_first)
+    try:
+        assert settle_best_alias(client, "race") == "2"
+    finally:
+        event.remove(engine, "before_cursor_execute", another_writer_first)
+    assert cut_in, "the other writer never cut in: the store no longer inserts aliases this way"
+    assert str(client.get_model_version_by_alias("race", "best").version) == "2"

@@ -5,7 +5,10 @@ is created), never at a worse one, and concurrent registrations (an array of swe
 together) cannot race it onto a worse one: MLflow has no compare-and-set for aliases, so each
 registration, after setting the alias, reads every version and the alias again and repairs it until
 both agree (`settle_best_alias`). The last writer always re-reads after its write, so it sees every
-version created before it; a version created later is settled by its own registration.
+version created before it; a version created later is settled by its own registration. The alias's
+first write is itself a race: MLflow's SQL store sets an alias with a read then an insert
+(`session.merge`), so two first writers collide on the alias table's unique key and the loser gets
+an IntegrityError; that loser reads again and, the alias now existing, updates it.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ BEST_ALIAS = "best"
 SCORE_TAG = "phiscale.val_top1_best"
 MODEL_ID_TAG = "phiscale.model_id"
 SETTLE_ROUNDS = 50
+# How SQLAlchemy's sqlite and PostgreSQL drivers word a second insert of one alias (see the module doc).
+KEY_COLLISION = ("IntegrityError", "UniqueViolation", "UNIQUE constraint", "duplicate key")
 
 
 def check_name(name: str) -> str:
@@ -84,9 +89,15 @@ def current_alias(mlflow, name: str) -> str | None:
 
 def settle_best_alias(mlflow, name: str) -> str | None:
     """Point `best` at the best version, then re-read until the store agrees (see the module doc)."""
+    from mlflow.exceptions import MlflowException
+
     for _ in range(SETTLE_ROUNDS):
         best = best_version(all_versions(mlflow, name))
         if best is None or current_alias(mlflow, name) == best:
             return best
-        mlflow.set_registered_model_alias(name, BEST_ALIAS, best)
+        try:
+            mlflow.set_registered_model_alias(name, BEST_ALIAS, best)
+        except MlflowException as err:
+            if not any(word in str(err) for word in KEY_COLLISION):
+                raise
     raise RuntimeError(f"the `{BEST_ALIAS}` alias of {name} did not settle in {SETTLE_ROUNDS} rounds")
