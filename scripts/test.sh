@@ -3,4 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PHISCALE_CACHE=${PHISCALE_CACHE:-$PWD/.cache/phiscale}
-exec .venv/bin/pytest -m "not gpu" "$@"
+# --durations: the slowest tests close every run, so a slow CI shows where its minutes went.
+exec .venv/bin/pytest -m "not gpu" --durations=40 "$@"
