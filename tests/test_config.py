@@ -52,6 +52,11 @@ def test_optim_and_tracking_compose(optim, tracking):
     assert "://" in cfg.tracking.uri
 
 
+def test_a_default_run_logs_its_model_and_registers_it_only_when_asked():
+    cfg = compose_config([])
+    assert cfg.tracking.log_model is True and cfg.tracking.register is None
+
+
 def test_unknown_option_lists_the_choices():
     from hydra.errors import MissingConfigException
 

@@ -1,7 +1,10 @@
 """A two-stage study on the real SLURM testbed: one `phiscale-sweep submit` queues the search, the
-scale stage behind it (--dependency=afterany) and the closer behind both; nobody runs `status`, and
-in the end the search has pruned its hopeless point, the scale runs train the winner's α, β, γ and
-the parent is FINISHED. Then a study killed mid-search (`scancel` of everything) and resumed.
+scale stage behind it (--dependency=afterany) and the closer behind both; the whole study is killed
+mid-search (`scancel` of everything) and resumed; nobody runs `status`, and in the end the search has
+pruned its hopeless point, the scale runs train the winner's α, β, γ and the parent is FINISHED.
+One test, not an uninterrupted study beside a killed one: the killed study runs every stage of the
+uninterrupted one (its first search runs end untouched, the resumed closer closes the parent) and
+the resume on top; the uninterrupted path end to end is tests/end_to_end/test_local_study.py.
 
 Pruning is by construction, not luck: one search point trains with a learning rate 5000x the
 recipe's and its val/loss is NaN (or huge) at the rung; the arrays run their tasks in index order
@@ -15,17 +18,15 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from support.runs import wait_for
+from support.slurm_sweeps import logs, sweep_cli
 
 pytestmark = pytest.mark.slurm
 
-TRAIN = str(Path(sys.executable).with_name("phiscale-train"))
 HOPELESS = "optim.lr_per_256: 500"  # diverges within the first epoch
 
 
@@ -44,21 +45,10 @@ def study_file(hopeless: int) -> str:
             "  scale:\n    from: search\n    grid: {model.phi: [0, 0.5]}\n")
 
 
-def sweep_cli(slurm, cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**slurm.env, "PHISCALE_TRAIN": TRAIN}
-    return subprocess.run([sys.executable, "-m", "phiscale.cli.sweep", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
-
-
-def logs(record_dir: Path) -> str:
-    return "\n".join(f"--- {p}\n" + p.read_text(errors="replace")[-2500:]
-                     for p in sorted([*record_dir.glob("points/*/slurm-*.out"), *record_dir.glob("close-*.out")]))
-
-
 def submit(slurm, tmp_path: Path, hopeless: int) -> tuple[str, Path, str, dict]:
     (tmp_path / "chain.yaml").write_text(study_file(hopeless))
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    store = [f"paths.root={tmp_path}/out", f"tracking.uri={uri}", "tracking.experiment=chain"]
+    store = [f"paths.root={tmp_path}/out", f"tracking.uri={uri}", "tracking.experiment=chain", "tracking.log_model=false"]
     done = sweep_cli(slurm, tmp_path, "submit", "chain.yaml", *store, "--max-parallel", "1", "--sbatch-arg=--time=60")
     assert done.returncode == 0, done.stdout + done.stderr
     sweep_id = re.search(r"^sweep (\S+): 6 runs of chain", done.stdout, re.M).group(1)
@@ -107,16 +97,6 @@ def check_study_complete(uri: str, record_dir: Path, sweep_id: str, hopeless: in
     assert sorted(float(r.data.params["model.phi"]) for r in scale.values()) == [0.0, 0.5]
     assert record["epochs"]["full"] == 12 and record["epochs"]["spent"] == 12 - len(pruned), record["epochs"]
     return record
-
-
-def test_one_submit_runs_the_search_then_scales_its_winner_and_closes_the_parent(slurm, tmp_path):
-    started = time.monotonic()
-    sweep_id, record_dir, uri, jobs = submit(slurm, tmp_path, hopeless=3)
-    wait_for(lambda: closed(record_dir, jobs["closer"]), 1800, f"the closer of {sweep_id} never ran",
-             details=lambda: logs(record_dir) + slurm.log_tails())
-    record = check_study_complete(uri, record_dir, sweep_id, hopeless=3)
-    print(f"study {sweep_id}: closed {time.monotonic() - started:.0f} s after submit; epochs {record['epochs']}; "
-          f"winner {record['winner']['how']}")
 
 
 def test_a_study_killed_mid_search_resumes_to_the_end_with_its_pruned_runs_and_one_winner(slurm, tmp_path):

@@ -11,36 +11,21 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from support.runs import wait_for
+from support.slurm_sweeps import logs, sweep_cli
 
 pytestmark = pytest.mark.slurm
 
-TRAIN = str(Path(sys.executable).with_name("phiscale-train"))
 ACCURACY = 0.95  # best val top-1 every point must reach (the issue's bar for the digits recipe)
 # The digits demo, shortened: 10 epochs with a milder crop and a higher rate reach ~96% in about
 # 20 s of CPU each (measured on seeds 0-2; the recipe's own 12 epochs reach ~97%).
 RECIPE = ["experiment=digits_demo", "trainer.max_epochs=10", "data.min_crop_scale=0.8", "optim.lr_per_256=0.8",
-          "trainer.progress_bar=false", "data.num_workers=1"]
+          "trainer.progress_bar=false", "data.num_workers=1", "tracking.log_model=false"]
 TRIO = "name: trio\ndescription: the digits recipe, three seeds as three points\ngrid:\n  seed: [0, 1, 2]\n"
-
-
-def sweep_cli(slurm, cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    """`phiscale-sweep ARGS` as a user on the login node runs it (the testbed's SLURM_CONF, this venv's app)."""
-    env = {**slurm.env, "PHISCALE_TRAIN": TRAIN}
-    return subprocess.run([sys.executable, "-m", "phiscale.cli.sweep", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
-
-
-def logs(record_dir: Path) -> str:
-    """Every task's log file of the sweep (they live in the runs' output dirs)."""
-    return "\n".join(f"--- {p}\n" + p.read_text(errors="replace")[-3000:]
-                     for p in sorted(record_dir.glob("points/*/slurm-*.out")))
 
 
 def status_json(slurm, cwd: Path, sweep_id: str) -> dict:

@@ -28,6 +28,9 @@ FAST = [
     "data.batch_size=32",
     "data.num_workers=1",
     "optim=sgd_cosine",
+    # No MLflow model at the end (its torch.export is ~3 s, a fifth of a FAST run); the tests of the
+    # model and the registry turn it back on with tracking.register=NAME or tracking.log_model=true.
+    "tracking.log_model=false",
 ]
 
 

@@ -157,7 +157,7 @@ def _close_run(logger, plan: RunPlan, cfg: DictConfig, trainer, module, stops, s
         best = metadata.best_checkpoint_artifact(stops.best.best_model_path, cfg.tracking)
         if best is not None:
             logger.log_artifact(best, "checkpoints")
-        if cfg.tracking.log_model and stops.best.best_model_path:
+        if (cfg.tracking.log_model or cfg.tracking.register) and stops.best.best_model_path:  # NAME needs a model
             _log_model(logger, plan, cfg, Path(stops.best.best_model_path), datamodule, module.best_val_top1)
     logger.log_artifact(summary_path)
     left = logger.close(status, float(cfg.tracking.drain_timeout_s), error=error)
