@@ -19,6 +19,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -69,6 +70,7 @@ class Lane:
         self.started = time.monotonic()
         self.passed = False
         self._stopped = False
+        self._starting = threading.Lock()  # a process starts, or the lane stops: never both at once
         self._processes: list[subprocess.Popen] = []
         self._pool = ThreadPoolExecutor(PARALLEL, thread_name_prefix="recipe-lane")
         self.futures: dict[str, Future[Trained]] = {
@@ -76,15 +78,18 @@ class Lane:
 
     def _train(self, name: str, overrides: list[str]) -> Trained:
         out, log = self.root / name, self.root / f"{name}.log"
-        cmd = ["nice", "-n", str(NICENESS), TRAIN, *overrides, "trainer.progress_bar=false", f"run_name={name}",
-               f"paths.output_dir={out}", f"tracking.uri=sqlite:///{self.root}/{name}.db",  # one store each: no lock
+        # setpriv: the process dies with the thread that started it (pytest killed outright, no cleanup hooks run)
+        cmd = ["setpriv", "--pdeathsig", "KILL", "nice", "-n", str(NICENESS),
+               TRAIN, *overrides, "trainer.progress_bar=false", f"run_name={name}", f"paths.output_dir={out}",
+               f"tracking.uri=sqlite:///{self.root}/{name}.db",  # one store each: no lock
                "tracking.log_model=false"]  # the run's MLflow model: tests/tracking/test_models.py
-        if self._stopped:  # the session ended before this model's turn
-            return Trained(-1, None, None, 0.0, log)
         started = time.monotonic()
         with log.open("w") as sink:
-            process = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, env=os.environ | ONE_THREAD)
-            self._processes.append(process)
+            with self._starting:
+                if self._stopped:  # the session ended before this model's turn
+                    return Trained(-1, None, None, 0.0, log)
+                process = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, env=os.environ | ONE_THREAD)
+                self._processes.append(process)
             returncode = process.wait()
         summary_path = out / "summary.json"
         summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
@@ -92,7 +97,8 @@ class Lane:
 
     def stop(self) -> None:
         """End whatever still trains (an interrupted or partial session); remove the outputs of a pass."""
-        self._stopped = True
+        with self._starting:
+            self._stopped = True
         for process in self._processes:
             if process.poll() is None:
                 process.kill()
