@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
+from support.runs import NO_MODEL
 
 from phiscale.report.study import SCALE_PNG, SEARCH_CSV, SEARCH_PNG
 
@@ -22,8 +23,7 @@ COEFFICIENTS = ("model.alpha", "model.beta", "model.gamma")
 @pytest.mark.slow
 def test_the_shipped_digits_study_runs_here_stage_after_stage_and_reports(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    store = [f"paths.root={tmp_path}/out", f"tracking.uri={uri}", "tracking.experiment=study",
-             "tracking.log_model=false"]  # the run's MLflow model: tests/tracking/test_models.py
+    store = [f"paths.root={tmp_path}/out", f"tracking.uri={uri}", "tracking.experiment=study", NO_MODEL]
     done = subprocess.run([sys.executable, "-m", "phiscale.cli.sweep", "submit", str(ROOT / "sweeps/compound_digits.yaml"),
                            *store, "--local"], capture_output=True, text=True, timeout=3000)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import pytest
-from support.runs import wait_for
+from support.runs import NO_MODEL, wait_for
 from support.slurm_sweeps import logs, sweep_cli
 
 pytestmark = pytest.mark.slurm
@@ -48,7 +48,7 @@ def study_file(hopeless: int) -> str:
 def submit(slurm, tmp_path: Path, hopeless: int) -> tuple[str, Path, str, dict]:
     (tmp_path / "chain.yaml").write_text(study_file(hopeless))
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    store = [f"paths.root={tmp_path}/out", f"tracking.uri={uri}", "tracking.experiment=chain", "tracking.log_model=false"]
+    store = [f"paths.root={tmp_path}/out", f"tracking.uri={uri}", "tracking.experiment=chain", NO_MODEL]
     done = sweep_cli(slurm, tmp_path, "submit", "chain.yaml", *store, "--max-parallel", "1", "--sbatch-arg=--time=60")
     assert done.returncode == 0, done.stdout + done.stderr
     sweep_id = re.search(r"^sweep (\S+): 6 runs of chain", done.stdout, re.M).group(1)

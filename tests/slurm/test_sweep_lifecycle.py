@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from support.runs import wait_for
+from support.runs import NO_MODEL, wait_for
 from support.slurm_sweeps import logs, sweep_cli
 
 pytestmark = pytest.mark.slurm
@@ -24,7 +24,7 @@ ACCURACY = 0.95  # best val top-1 every point must reach (the issue's bar for th
 # The digits demo, shortened: 10 epochs with a milder crop and a higher rate reach ~96% in about
 # 20 s of CPU each (measured on seeds 0-2; the recipe's own 12 epochs reach ~97%).
 RECIPE = ["experiment=digits_demo", "trainer.max_epochs=10", "data.min_crop_scale=0.8", "optim.lr_per_256=0.8",
-          "trainer.progress_bar=false", "data.num_workers=1", "tracking.log_model=false"]
+          "trainer.progress_bar=false", "data.num_workers=1", NO_MODEL]
 TRIO = "name: trio\ndescription: the digits recipe, three seeds as three points\ngrid:\n  seed: [0, 1, 2]\n"
 
 

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from support.runs import wait_for
+from support.runs import NO_MODEL, wait_for
 
 pytestmark = pytest.mark.slurm
 
@@ -29,7 +29,7 @@ TINY = [
     "data.batch_size=32",
     "data.num_workers=1",
     "optim=sgd_cosine",
-    "tracking.log_model=false",  # the run's MLflow model is tested in tests/tracking/test_models.py
+    NO_MODEL,
 ]
 
 
@@ -92,7 +92,7 @@ def test_sweep_array_trains_one_run_per_phi(slurm, tmp_path):
     sweep.write_text("name: tiny_phi\nbase: [model=efficientnet]\ngrid:\n  model.phi: [0, 0.5, 1]\n")
     args = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=2",
             "trainer.log_every_n_steps=1", "trainer.progress_bar=false", "train_resolution=32",
-            "data.batch_size=16", "data.num_workers=1", "tracking.log_model=false"]  # fmt: skip
+            "data.batch_size=16", "data.num_workers=1", NO_MODEL]  # fmt: skip
     started = time.monotonic()
     job = slurm.sbatch(
         ROOT / "slurm" / "sweep.sbatch", "--array=0-2", "--time=5", f"--output={tmp_path}/slurm-%A_%a.out",

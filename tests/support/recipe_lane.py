@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from support.runs import TRAIN
+from support.runs import NO_MODEL, TRAIN
 
 RECIPE_TEST = "tests/end_to_end/test_digits_recipe.py::test_every_model_reaches_the_target_with_the_default_recipe"
 PARALLEL = 2
@@ -82,7 +82,7 @@ class Lane:
         cmd = ["setpriv", "--pdeathsig", "KILL", "nice", "-n", str(NICENESS),
                TRAIN, *overrides, "trainer.progress_bar=false", f"run_name={name}", f"paths.output_dir={out}",
                f"tracking.uri=sqlite:///{self.root}/{name}.db",  # one store each: no lock
-               "tracking.log_model=false"]  # the run's MLflow model: tests/tracking/test_models.py
+               NO_MODEL]
         started = time.monotonic()
         with log.open("w") as sink:
             with self._starting:
@@ -115,7 +115,7 @@ def schedule(config: pytest.Config, items: list[pytest.Item]) -> None:
         return
     items.remove(recipe[0])
     items.append(recipe[0])
-    config.stash[LANE] = Lane(Path(tempfile.mkdtemp(prefix="phiscale-recipe-lane-")))
+    lane(config)
 
 
 def lane(config: pytest.Config) -> Lane:

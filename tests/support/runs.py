@@ -16,6 +16,10 @@ from phiscale.tracking.journal import CURSOR, JOURNAL, read_entries, tracking_di
 
 BIN = Path(sys.executable).parent
 TRAIN, SYNC = str(BIN / "phiscale-train"), str(BIN / "phiscale-sync")
+# No MLflow model at a run's end (its torch.export is ~3 s, a fifth of a FAST run), for every test run but
+# the one that checks the model and its registration (tests/tracking/test_models.py turns it back on with
+# tracking.register=NAME, which logs the model whatever tracking.log_model says).
+NO_MODEL = "tracking.log_model=false"
 # A CPU training config that runs in seconds: tiny model, the embedded digits, two short epochs.
 FAST = [
     "model=mobilenet_v3_small",
@@ -28,9 +32,7 @@ FAST = [
     "data.batch_size=32",
     "data.num_workers=1",
     "optim=sgd_cosine",
-    # No MLflow model at the end (its torch.export is ~3 s, a fifth of a FAST run); the tests of the
-    # model and the registry turn it back on with tracking.register=NAME or tracking.log_model=true.
-    "tracking.log_model=false",
+    NO_MODEL,
 ]
 
 

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-TRAIN = str(Path(sys.executable).with_name("phiscale-train"))
+from support.runs import TRAIN
 
 
 def sweep_cli(slurm, cwd: Path, *args: str) -> subprocess.CompletedProcess:
