@@ -10,17 +10,15 @@ FFCV's numba cache is reused.
 from __future__ import annotations
 
 import re
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from support.runs import NO_MODEL, wait_for
+from support.runs import NO_MODEL, TRAIN, wait_for
 
 pytestmark = pytest.mark.slurm
 
 ROOT = Path(__file__).resolve().parents[2]
-TRAIN = str(Path(sys.executable).with_name("phiscale-train"))
 # Tiny CPU runs on the embedded digits (32 px, 10 classes): a tiny model, a few short epochs.
 TINY = [
     "model=mobilenet_v3_small",
