@@ -4,19 +4,16 @@ under the command line's own overrides."""
 from __future__ import annotations
 
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
+from support.runs import TRAIN
 
 from phiscale.cli.train import compose_sweep_point
 from phiscale.config import conf_dir
 from phiscale.errors import PhiscaleError
-
-TRAIN = str(Path(sys.executable).with_name("phiscale-train"))
 
 
 def test_unknown_option_prints_hydras_choices():

@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
-
-BIN = Path(sys.executable).parent
+from support.runs import BIN, TRAIN
 
 
 @pytest.mark.slow
 def test_ddp_two_processes_then_eval_agrees(fast_overrides, tmp_path):
     result = subprocess.run(
-        [str(BIN / "phiscale-train"), *fast_overrides, "trainer=ddp", "trainer.devices=2", "run_name=ddp"],
+        [TRAIN, *fast_overrides, "trainer=ddp", "trainer.devices=2", "run_name=ddp"],
         capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stderr[-4000:]

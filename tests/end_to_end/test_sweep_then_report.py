@@ -6,17 +6,16 @@ code to either store, and the report's sqlite reads are tests/report/test_build.
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
+from support.runs import TRAIN
 
 from phiscale.report.build import make_report
 
-TRAIN = str(Path(sys.executable).with_name("phiscale-train"))
 PHIS = (0.0, 0.5, 1.0)
 
 

@@ -9,17 +9,15 @@ import shutil
 import socket
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from support.runs import TRAIN
 
 from phiscale.server.database import Postgres
 from phiscale.server.process import free_port, group_members, is_healthy, port_is_free, process_start_ticks
 from phiscale.server.stack import STATE_FILE, allowed_hosts
 from phiscale.tracking import get_or_create_experiment
-
-TRAIN = str(Path(sys.executable).with_name("phiscale-train"))
 
 
 def one_line_error(result: subprocess.CompletedProcess) -> str:

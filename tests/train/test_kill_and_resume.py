@@ -8,19 +8,17 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import lightning.pytorch as L
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
-from support.runs import metric_points, wait_for
+from support.runs import TRAIN, metric_points, wait_for
 
 from phiscale.config import compose_config
 from phiscale.train.run import run_training
 
-TRAIN = str(Path(sys.executable).with_name("phiscale-train"))
 EPOCHS = 5
 
 

@@ -13,11 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
+from support.runs import TRAIN
 
 from phiscale.errors import PhiscaleError
 from phiscale.train.run import run_training
-
-TRAIN = str(Path(sys.executable).with_name("phiscale-train"))
 
 PER_STEP = ["train/loss", "train/lr", "perf/images_per_s", "perf/images_per_s_per_device",
             "perf/step_time_s", "perf/data_wait_frac", "perf/peak_memory_mb"]
