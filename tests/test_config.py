@@ -81,7 +81,8 @@ SHARED = {"dropout": None, "drop_path_rate": None, "resolution": None, "zero_ini
 
 def test_model_config_per_family():
     assert model_config("efficientnet") == {"name": "efficientnet", "phi": 0.0, "alpha": ALPHA, "beta": BETA,
-                                            "gamma": GAMMA, **SHARED}
+                                            "gamma": GAMMA, "width_mult": None, "depth_mult": None,
+                                            "resolution_mult": None, **SHARED}, "base multipliers: null = B0's"
     assert model_config("efficientnet_b3") == {"name": "efficientnet_b3", **SHARED}, "presets are fixed"
     assert model_config("mobilenet_v2") == {"name": "mobilenet_v2", "width_mult": 1.0, "depth_mult": None,
                                             "resolution_mult": None, **SHARED}

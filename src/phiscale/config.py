@@ -17,6 +17,7 @@ SHARED_KNOBS: dict[str, Any] = {"dropout": None, "drop_path_rate": None, "resolu
                                 "zero_init_residual": None}
 # The knobs of each kind of model name, on top of the shared ones.
 MOBILENET_KNOBS: dict[str, Any] = {"width_mult": 1.0, "depth_mult": None, "resolution_mult": None}
+BASE_KNOBS: dict[str, Any] = {"width_mult": None, "depth_mult": None, "resolution_mult": None}
 PRESET_KNOBS: dict[str, Any] = {}  # efficientnet_b0..b7: the published table, only resolution may change
 
 
@@ -38,7 +39,8 @@ def model_config(name: str) -> dict[str, Any]:
     from phiscale.models.specs import EFFICIENTNET_PRESETS
 
     if name == "efficientnet":  # the compound-scaling family (arXiv 1905.11946, eq. 3)
-        knobs = {"phi": 0.0, "alpha": ALPHA, "beta": BETA, "gamma": GAMMA}
+        # width/depth/resolution_mult: the base network that φ scales (null = B0's 1.0)
+        knobs = {"phi": 0.0, "alpha": ALPHA, "beta": BETA, "gamma": GAMMA, **BASE_KNOBS}
     elif name in EFFICIENTNET_PRESETS:
         knobs = PRESET_KNOBS
     else:

@@ -171,7 +171,7 @@ def test_unknown_model_lists_the_valid_names():
         ("efficientnet_b3", {"phi": 3.0}, "phi applies only"),
         ("mobilenet_v2", {"alpha": 1.3}, "apply only to name='efficientnet'"),
         ("efficientnet_b2", {"width_mult": 1.5}, "presets are fixed"),
-        ("efficientnet", {"width_mult": 1.5}, "derives it from phi"),
+        ("efficientnet", {"phi": 1.0, "width_mult": -2.0}, "width_mult=-2.0"),
         ("efficientnet", {"phi": 1.0, "beta": 0.0}, "beta=0.0"),
         ("mobilenet_v2", {"dropout": 1.0}, "dropout=1.0"),
         ("mobilenet_v1", {"drop_path_rate": 0.1}, "has none"),
@@ -184,3 +184,16 @@ def test_bad_scaling_input_raises_one_clear_error(name, kwargs, match):
         resolve_scale(name, **kwargs)
     assert "\n" not in str(err.value)
     assert isinstance(err.value, ValueError)
+
+
+def test_efficientnet_scales_phi_from_another_base_network():
+    """Figure 4 of the paper scales width from the baselines (d=2, r=1.3): the base's multipliers
+    times α^φ, β^φ, γ^φ, named in the run name."""
+    scale = resolve_scale("efficientnet", phi=1.0, alpha=1.0, beta=2**0.5, gamma=1.0, depth_mult=2.0,
+                          resolution_mult=1.3)
+    assert (scale.depth_mult, scale.resolution_mult) == (2.0, 1.3)
+    assert scale.width_mult == pytest.approx(2**0.5)
+    assert scale.resolution == round(224 * 1.3)
+    assert scale.run_name == "efficientnet-phi1-a1-b1.41421-g1-d2-r1.3"
+    b0 = resolve_scale("efficientnet", phi=0.0, width_mult=1.0)
+    assert b0.run_name == "efficientnet-phi0" and b0 == resolve_scale("efficientnet")

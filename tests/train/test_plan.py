@@ -84,6 +84,11 @@ def test_budget_on_a_model_outside_the_phi_family_is_refused(fast_cfg):
     refuse(fast_cfg("budget.macs=1e9"), "budget.* needs model=efficientnet .*not model=mobilenet_v3_small")
 
 
+def test_budget_from_another_base_network_is_refused(fast_overrides):
+    refuse(efficientnet_cfg(fast_overrides, "budget.macs=1e9", "model.depth_mult=2"),
+           r"budget.\* searches φ from B0 and model.width_mult/depth_mult/resolution_mult=\[None, 2, None\]")
+
+
 def test_budget_sets_phi_and_the_tags(fast_overrides):
     from phiscale.models.budget import phi_for_budget
 

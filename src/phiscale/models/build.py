@@ -56,12 +56,13 @@ class ModelScale:
     bn_momentum: float  # PyTorch's convention: TF's decay 0.99 is 0.01
     total_stride: int
     zero_init_residual: bool = False  # each residual branch starts at zero (see _init_weights)
+    base_mults: tuple[float, float, float] = (1.0, 1.0, 1.0)  # efficientnet: the (d, w, r) that φ scales
 
     @property
     def run_name(self) -> str:
         """The readable name of this scale (`phiscale.models.scaling.run_name`)."""
         return run_name(self.name, phi=self.phi, alpha=self.alpha, beta=self.beta, gamma=self.gamma,
-                        width_mult=self.width_mult, resolution_mult=self.resolution_mult)
+                        width_mult=self.width_mult, resolution_mult=self.resolution_mult, base_mults=self.base_mults)
 
 
 def _check_name(name: str) -> ArchSpec:
@@ -108,7 +109,8 @@ def resolve_scale(
 ) -> ModelScale:
     """Check the knobs for `name` and fill in its defaults, without building anything.
 
-    - `efficientnet`: d, w, r = α^φ, β^φ, γ^φ (φ defaults to 0 = B0); resolution = round(224·r).
+    - `efficientnet`: d, w, r = α^φ, β^φ, γ^φ (φ defaults to 0 = B0), times the base network's
+      depth_mult, width_mult, resolution_mult (default 1); resolution = round(224·r).
     - `efficientnet_b0`..`b7`: the official coefficient table; only `resolution` may be overridden.
     - MobileNets: free width_mult/depth_mult (default 1), resolution = round(224·resolution_mult).
     An explicit `resolution` always wins and sets resolution_mult = resolution / 224.
@@ -126,12 +128,14 @@ def resolve_scale(
         raise PhiscaleError(f"{name}: give resolution={resolution} or resolution_mult={resolution_mult}, not both")
 
     coeffs: tuple[float | None, float | None, float | None] = (None, None, None)
+    base_mults = (1.0, 1.0, 1.0)
     if name == "efficientnet":
         phi = 0.0 if phi is None else check_phi(phi)
-        _refuse(name, "efficientnet derives it from phi (d=alpha^phi, w=beta^phi, r=gamma^phi); "
-                "change phi/alpha/beta/gamma instead", width_mult=width_mult, depth_mult=depth_mult,
-                resolution_mult=resolution_mult)
-        depth, width, res_mult = compound(phi, alpha, beta, gamma)
+        # width_mult, depth_mult, resolution_mult are the base network's (default B0's 1.0) that φ
+        # scales: the paper's Figure 4 scales width from the baselines (d=2, r=1.3) and others.
+        base_mults = tuple(float(m or 1.0) for m in (depth_mult, width_mult, resolution_mult))
+        depth, width, res_mult = (base * factor for base, factor in zip(
+            base_mults, compound(phi, alpha, beta, gamma), strict=True))
         coeffs = (float(alpha), float(beta), float(gamma))
         native = scaled_resolution(BASE_RESOLUTION, res_mult, spec.total_stride)
         default_dropout = spec.dropout
@@ -181,7 +185,7 @@ def resolve_scale(
         name=name, family=spec.family, phi=phi, alpha=coeffs[0], beta=coeffs[1], gamma=coeffs[2],
         width_mult=float(width), depth_mult=float(depth), resolution=int(native), resolution_mult=float(res_mult),
         dropout=float(dropout), drop_path_rate=float(drop_path_rate), bn_momentum=float(bn_momentum),
-        total_stride=spec.total_stride, zero_init_residual=bool(zero_init_residual),
+        total_stride=spec.total_stride, zero_init_residual=bool(zero_init_residual), base_mults=base_mults,
     )
 
 

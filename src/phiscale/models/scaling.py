@@ -135,9 +135,11 @@ def run_name(
     gamma: float | None = None,
     width_mult: float | None = None,
     resolution_mult: float | None = None,
+    base_mults: tuple[float, float, float] = (1.0, 1.0, 1.0),
 ) -> str:
     """A model's readable name at its scale, used for MLflow runs and output dirs:
-    `efficientnet-phi1.5`, `efficientnet-phi1-a1.3-b1.1-g1.1`, `efficientnet_b3`, `mobilenet_v2-w0.5`.
+    `efficientnet-phi1.5`, `efficientnet-phi1-a1.3-b1.1-g1.1`, `efficientnet_b3`, `mobilenet_v2-w0.5`;
+    a φ-family model scaled from another base network adds its (d, w, r): `efficientnet-phi1-d2-r1.3`.
 
     The B0–B7 presets are named by their own names; MobileNets add the multipliers that differ from 1.
     """
@@ -145,7 +147,7 @@ def run_name(
         label = f"{name}-phi{phi:g}"
         if (alpha, beta, gamma) != (ALPHA, BETA, GAMMA):
             label += f"-a{alpha:g}-b{beta:g}-g{gamma:g}"
-        return label
+        return label + "".join(f"-{key}{mult:g}" for key, mult in zip("dwr", base_mults, strict=True) if mult != 1.0)
     if name.startswith("efficientnet_b"):
         return name
     label = name

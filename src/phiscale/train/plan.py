@@ -156,6 +156,10 @@ def apply_budget(cfg: DictConfig) -> dict[str, str]:
         raise PhiscaleError(
             f"budget.* needs model=efficientnet (the φ family), not model={cfg.model.name}; add model=efficientnet"
         )
+    base = {k: cfg.model.get(k) for k in ("width_mult", "depth_mult", "resolution_mult")}
+    if any(v not in (None, 1.0) for v in base.values()):
+        raise PhiscaleError(f"budget.* searches φ from B0 and model.{'/'.join(base)}={list(base.values())} set "
+                            "another base network; drop those keys or pick model.phi by hand")
     from phiscale.models.budget import phi_for_budget
 
     phi = phi_for_budget(
