@@ -12,6 +12,9 @@ A sweep file (sweeps/*.yaml) holds:
     grid:                           # cartesian product of the axes (optional; a list = several grids)
       model.alpha: [1.0, 1.1, 1.2]
       model.beta: {start: 1.0, stop: 1.2, step: 0.05}     # a range, stop included
+    series:                         # scaling series at shared FLOPs levels (optional; sweeps/series.py)
+      depth: {model.alpha: 2, model.beta: 1, model.gamma: 1}
+    levels: [0, 1, 2]               # the φ of every series
     constraint:                     # keep the points whose product lies in the window (optional)
       product: {model.alpha: 1, model.beta: 2, model.gamma: 2}
       target: 2.0
@@ -19,7 +22,7 @@ A sweep file (sweeps/*.yaml) holds:
     seeds: [0, 1, 2]                # repeat every point once per seed (optional)
 
 The points are numbered P = 0, 1, … (explicit points first, then the grids in order, the last axis
-varying fastest). A run of the sweep is a point and a seed: with S seeds, run index I is point
+varying fastest, then the series, each at its levels). A run of the sweep is a point and a seed: with S seeds, run index I is point
 I // S with seed seeds[I % S] (the seeds of a point are consecutive), so a sweep has P·S runs;
 without `seeds:` a run is a point (I = P) and its seed is the config's. Run I composes
 `base + point (+ seed=<seed>)`, a list of Hydra override strings (a key set twice: the later one
@@ -46,10 +49,11 @@ import yaml
 
 from phiscale.errors import PhiscaleError
 from phiscale.models.scaling import ALPHA, BASE_RESOLUTION, BETA, GAMMA, compound, macs_ratio
+from phiscale.sweeps.constraint import apply_constraint
+from phiscale.sweeps.series import expand_series
 
-TOP_LEVEL_KEYS = ("name", "description", "base", "tags", "points", "grid", "constraint", "seeds")
+TOP_LEVEL_KEYS = ("name", "description", "base", "tags", "points", "grid", "series", "levels", "constraint", "seeds")
 SEED_KEY = "seed"  # the train config's seed (conf/train.yaml), set per run by `seeds:`
-CONSTRAINT_KEYS = ("product", "target", "rel_tol")
 RANGE_KEYS = ("start", "stop", "step")
 MAX_POINTS = 100_000
 _NAME = re.compile(r"^[A-Za-z0-9][\w.\-]*$")
@@ -85,6 +89,7 @@ class Sweep:
     tags: dict[str, str] = field(default_factory=dict)
     grid_size: int = 0  # points before the constraint filtered them (0 without a constraint)
     seeds: list[int] = field(default_factory=list)  # empty: no seed axis
+    point_tags: list[dict[str, str]] = field(default_factory=list)  # a point's own tags (its series), by point
 
     def __len__(self) -> int:
         """Runs in the sweep: points × seeds (the SLURM array and multirun index these)."""
@@ -126,9 +131,14 @@ class Sweep:
         """MLflow tags for run `index`: the file's tags, `sweep=<name>`, `sweep_index`, `sweep_point`
         and, with a seed axis, `seed`."""
         seed = self.seed_of(index)
-        tags = {**self.tags, "sweep": self.name, "sweep_index": str(self.check_index(index)),
-                "sweep_point": str(self.point_of(index))}
+        tags = {**self.tags, **self.own_tags(index), "sweep": self.name,
+                "sweep_index": str(self.check_index(index)), "sweep_point": str(self.point_of(index))}
         return tags | ({SEED_KEY: str(seed)} if seed is not None else {})
+
+    def own_tags(self, index: int) -> dict[str, str]:
+        """The tags run `index`'s point brings itself (a series point: its series, level and MACs target)."""
+        point = self.point_of(index)
+        return dict(self.point_tags[point]) if point < len(self.point_tags) else {}
 
     def scale(self, index: int) -> PointScale:
         """d, w, r and the MACs ratio that run `index` asks for, where its overrides say so."""
@@ -210,13 +220,22 @@ def parse_sweep(raw: dict, file: Path, *, where: str | None = None, allowed: Seq
     grids = raw.get("grid") or []
     for i, grid in enumerate(grids if isinstance(grids, list) else [grids]):
         points.extend(_expand_grid(grid, f"{path}: grid" + (f"[{i}]" if isinstance(grids, list) else "")))
+    series = raw.get("series")
+    if isinstance(series, dict):
+        series = {name: _as_assignments(value, f"{path}: series {name}") for name, value in series.items()}
+    series_points, series_tags = expand_series(series, raw.get("levels"), str(path))
+    point_tags = [{} for _ in points] + series_tags if series_tags else []
+    points.extend(series_points)
     if not points:
-        raise PhiscaleError(f"{path} has no points: add `grid:` axes or a `points:` list")
+        raise PhiscaleError(f"{path} has no points: add `grid:` axes, a `points:` list or `series:` with `levels:`")
 
     grid_size = 0
+    if raw.get("constraint") is not None and series_points:
+        raise PhiscaleError(f"{path}: constraint: and series: do not mix (a series fixes its own FLOPs levels); "
+                            "put them in two sweep files")
     if raw.get("constraint") is not None:
         grid_size = len(points)
-        points = _apply_constraint(raw["constraint"], base, points, path)
+        points = apply_constraint(raw["constraint"], base, points, path)
 
     seeds = _seeds(raw.get("seeds"), path)
     if seeds:
@@ -235,6 +254,7 @@ def parse_sweep(raw: dict, file: Path, *, where: str | None = None, allowed: Seq
         tags={str(k): str(v) for k, v in tags.items()},
         grid_size=grid_size,
         seeds=seeds,
+        point_tags=point_tags,
     )
 
 
@@ -246,12 +266,13 @@ def point_scale(overrides: Iterable[str]) -> PointScale:
     d, w, r = num.get("model.depth_mult"), num.get("model.width_mult"), num.get("model.resolution_mult")
     if r is None and "model.resolution" in num:
         r = num["model.resolution"] / BASE_RESOLUTION
-    if phi is not None:
+    if phi is not None:  # the φ family: the base network's d, w, r (default 1) times α^φ, β^φ, γ^φ
         with warnings.catch_warnings():  # a grid over α, β, γ may leave α·β²·γ² ≈ 2 on purpose
             warnings.simplefilter("ignore", UserWarning)
             formula = compound(phi, num.get("model.alpha", ALPHA), num.get("model.beta", BETA),
                                num.get("model.gamma", GAMMA))
-        d, w, r = (given if given is not None else value for given, value in zip((d, w, r), formula, strict=True))
+        d, w = ((given or 1.0) * value for given, value in zip((d, w), formula[:2], strict=True))
+        r = r if "model.resolution" in num else (r or 1.0) * formula[2]  # an explicit side wins
     if phi is None and d is None and w is None and r is None:
         return PointScale(None, None, None, None, None)
     return PointScale(phi, d, w, r, macs_ratio(d or 1.0, w or 1.0, r or 1.0))
@@ -332,48 +353,6 @@ def _expand_grid(grid: Any, where: str) -> list[dict[str, Scalar]]:
     if size > MAX_POINTS:
         raise PhiscaleError(f"{where} expands to {size} points (limit {MAX_POINTS}); use fewer axis values")
     return [dict(zip(axes, combo, strict=True)) for combo in itertools.product(*axes.values())]
-
-
-def _apply_constraint(
-    constraint: Any, base: Mapping[str, Scalar], points: list[dict[str, Scalar]], path: Path
-) -> list[dict[str, Scalar]]:
-    """Keep the points whose Π key^power lies within target·(1 ± rel_tol) (e.g. α·β²·γ² ≈ 2)."""
-    where = f"{path}: constraint"
-    if not isinstance(constraint, dict) or set(constraint) != set(CONSTRAINT_KEYS):
-        raise PhiscaleError(
-            f"{where} needs exactly {', '.join(CONSTRAINT_KEYS)}, e.g. "
-            "{product: {model.alpha: 1, model.beta: 2, model.gamma: 2}, target: 2.0, rel_tol: 0.05}"
-        )
-    product, target, rel_tol = (constraint[k] for k in CONSTRAINT_KEYS)
-    if not isinstance(product, dict) or not product:
-        raise PhiscaleError(f"{where}: product must map keys to powers, e.g. {{model.alpha: 1}}, got {product!r}")
-    for key, power in product.items():
-        if not isinstance(power, int | float) or isinstance(power, bool):
-            raise PhiscaleError(f"{where}: the power of {key} must be a number, got {power!r}")
-    for name, val in (("target", target), ("rel_tol", rel_tol)):
-        if not isinstance(val, int | float) or isinstance(val, bool) or val <= 0:
-            raise PhiscaleError(f"{where}: {name} must be a positive number, got {val!r}")
-
-    kept, closest = [], None
-    for i, point in enumerate(points):
-        merged = {**base, **point}
-        value = 1.0
-        for key, power in product.items():
-            if key not in merged:
-                raise PhiscaleError(f"{where}: point {i} has no {key}; add it to `grid:` or `base:`")
-            if not isinstance(merged[key], int | float) or isinstance(merged[key], bool):
-                raise PhiscaleError(f"{where}: {key}={merged[key]!r} in point {i} is not a number")
-            value *= float(merged[key]) ** power
-        if abs(value / target - 1.0) <= rel_tol + 1e-12:
-            kept.append(point)
-        if closest is None or abs(value - target) < abs(closest - target):
-            closest = value
-    if not kept:
-        raise PhiscaleError(
-            f"{where}: no point lies within {target}·(1 ± {rel_tol}) (closest: {closest:.4g}); "
-            "widen rel_tol or change the grid axes"
-        )
-    return kept
 
 
 def _render(assignments: Mapping[str, Scalar], where: str) -> list[str]:

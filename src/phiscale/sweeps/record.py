@@ -64,6 +64,7 @@ class RecordPoint:
     own: list[str]  # the point's own overrides (and seed=)
     output_dir: str
     stage: str | None = None  # a study's "search" or "scale"; None: a one-stage sweep
+    tags: dict[str, str] = field(default_factory=dict)  # the point's own (a series point: series, level)
 
 
 @dataclass
@@ -125,7 +126,8 @@ class SweepRecord:
     def child_tags(self, index: int) -> dict[str, str]:
         """The MLflow tags of run `index`: a child of the parent, findable by sweep id and point."""
         point = self.point(index)
-        tags = {**self.tags, "sweep": self.name, "sweep_index": str(point.index), "sweep_point": str(point.point),
+        tags = {**self.tags, **point.tags, "sweep": self.name, "sweep_index": str(point.index),
+                "sweep_point": str(point.point),
                 SWEEP_ID_TAG: self.id, OVERRIDES_TAG: shlex.join(point.own)}
         if point.seed is not None:
             tags[SEED_KEY] = str(point.seed)
@@ -291,7 +293,7 @@ def create_record(
         output_dir = place / POINTS_DIR / str(i)
         output_dir.mkdir(parents=True, exist_ok=True)  # SLURM opens the task's log file there
         points.append(RecordPoint(i, sweep.point_of(i), sweep.seed_of(i), sweep.overrides(i), sweep.own_overrides(i),
-                                  str(output_dir)))
+                                  str(output_dir), tags=sweep.own_tags(i)))
     record = SweepRecord(
         id=sweep_id, name=sweep.name, description=sweep.description, sweep_file=str(sweep.path.resolve()),
         sweep_hash=file_sha256(sweep.path), created=now_iso(), extra=list(extra), submit_command=submit_command,

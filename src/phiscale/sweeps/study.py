@@ -113,6 +113,10 @@ class Study:
         stage, local, _ = self.locate(index)
         return stage.sweep.own_overrides(local)
 
+    def own_tags(self, index: int) -> dict[str, str]:
+        stage, local, _ = self.locate(index)
+        return stage.sweep.own_tags(local)
+
 
 def load_study(path: str | Path) -> Study:
     """A sweep file as a study: its `stages:`, or (a plain sweep file) one unnamed stage."""
