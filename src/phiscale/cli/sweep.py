@@ -74,13 +74,14 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 def _max_parallel(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-parallel", type=int, default=None, metavar="K",
-                        help="run at most K array tasks at once (sbatch --array=…%%K)")
+                        help="run at most K array tasks at once (sbatch --array=…%%K); with --local, K runs "
+                             "at once here, each with its share of the CPUs (default 1)")
 
 
 def _launch_options(parser: argparse.ArgumentParser) -> None:
     _max_parallel(parser)
     parser.add_argument("--local", action="store_true",
-                        help="train the runs one after another on this machine (no SLURM)")
+                        help="train the runs on this machine (no SLURM), one after another or --max-parallel K at once")
     parser.add_argument("--sbatch-arg", action="append", default=[], metavar="ARG",
                         help="an sbatch option, passed through (repeat; write --sbatch-arg=--time=60)")
     parser.add_argument("--script", default=None, help="the SLURM batch script (default: slurm/sweep.sbatch)")

@@ -8,6 +8,7 @@ array; its log files go to the runs' output dirs (`<dir>/slurm-<array job>_<i>.o
 
 from __future__ import annotations
 
+import os
 import shlex
 import subprocess
 import sys
@@ -103,27 +104,54 @@ def train_command(record: SweepRecord, index: int) -> list[str]:
             f"sweep.index={index}", f"hydra.run.dir={quote_value(str(point_dir / 'hydra'))}"]
 
 
-def run_local(record: SweepRecord, indices: Sequence[int], *, echo: Callable[[str], None] = print) -> dict[int, int]:
-    """Train `indices` one after another on this machine, each its own process (a failure does not stop
-    the others); returns {index: exit code}. Ctrl-C stops the current run (it checkpoints) and the rest."""
+def run_local(record: SweepRecord, indices: Sequence[int], *, echo: Callable[[str], None] = print,
+              parallel: int = 1) -> dict[int, int]:
+    """Train `indices` on this machine, each its own process, `parallel` at a time in index order (a
+    failure does not stop the others); returns {index: exit code}. With several at once each process
+    gets its share of the CPUs (OMP_NUM_THREADS, which phiscale-train sizes its threads from). Ctrl-C
+    stops the running ones (they checkpoint) and starts no more."""
     command = shlex.join(["phiscale-train", f"sweep.record={quote_value(str(record.path))}"]) + " sweep.index=<i>"
     add_submission(record, Submission("local", sorted(indices), command, now_iso()))
+    env = dict(os.environ)
+    if parallel > 1:
+        env["OMP_NUM_THREADS"] = str(max(1, len(os.sched_getaffinity(0)) // parallel))
     codes: dict[int, int] = {}
-    for n, index in enumerate(indices, 1):
-        log = Path(record.point(index).output_dir) / LOCAL_LOG
-        started = time.monotonic()
-        echo(f"run {index} ({n}/{len(indices)}): {' '.join(record.point(index).own) or '(base)'} -> log {log}")
-        with open(log, "a") as out:
-            process = subprocess.Popen(train_command(record, index), stdout=out, stderr=subprocess.STDOUT)
-            try:
-                codes[index] = process.wait()
-            except KeyboardInterrupt:
-                codes[index] = process.wait()  # it got the same SIGINT: let it checkpoint and close its run
-                echo(f"run {index}: interrupted; the rest not started (`phiscale-sweep resume {record.id}`)")
-                break
-        verdict = "ok" if codes[index] == 0 else f"FAILED (exit code {codes[index]}; see {log})"
-        echo(f"run {index}: {verdict} after {time.monotonic() - started:.0f} s")
+    pending = list(enumerate(indices, 1))
+    running: dict[int, tuple[subprocess.Popen, float, Path, Any]] = {}
+    try:
+        while pending or running:
+            while pending and len(running) < parallel:
+                n, index = pending.pop(0)
+                log = Path(record.point(index).output_dir) / LOCAL_LOG
+                echo(f"run {index} ({n}/{len(indices)}): {' '.join(record.point(index).own) or '(base)'} -> log {log}")
+                out = open(log, "a")  # noqa: SIM115 (closed when the run ends)
+                process = subprocess.Popen(train_command(record, index), stdout=out, stderr=subprocess.STDOUT, env=env)
+                running[index] = (process, time.monotonic(), log, out)
+            index = _wait_any(running)
+            process, started, log, out = running.pop(index)
+            out.close()
+            codes[index] = process.returncode
+            verdict = "ok" if codes[index] == 0 else f"FAILED (exit code {codes[index]}; see {log})"
+            echo(f"run {index}: {verdict} after {time.monotonic() - started:.0f} s")
+    except KeyboardInterrupt:
+        for index, (process, _, _, out) in running.items():
+            codes[index] = process.wait()  # it got the same SIGINT: let it checkpoint and close its run
+            out.close()
+        echo(f"run {', '.join(map(str, running))}: interrupted; the rest not started "
+             f"(`phiscale-sweep resume {record.id} --local`)")
     return codes
+
+
+def _wait_any(running: dict[int, tuple[subprocess.Popen, float, Path, Any]]) -> int:
+    """The index of a run that has ended, the first in index order; blocks until one has."""
+    while True:
+        for index, (process, *_) in running.items():
+            if process.poll() is not None:
+                return index
+        if len(running) == 1:
+            next(iter(running.values()))[0].wait()
+        else:
+            time.sleep(0.2)
 
 
 @dataclass
@@ -164,7 +192,7 @@ def launch(record: SweepRecord, indices: Sequence[int], *, local: bool, max_para
 
     codes: dict[int, int] = {}
     for group in groups:
-        done = run_local(record, group)
+        done = run_local(record, group, parallel=max_parallel or 1)
         codes |= done
         if len(done) < len(group):
             break  # interrupted: the later stages wait for `resume`
