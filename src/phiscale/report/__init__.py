@@ -6,6 +6,7 @@ and plots.
     tables.py  the Markdown table and the CSV
     plots.py   top-1 vs MACs, top-1 vs throughput, MACs vs φ beside d·w²·r²
     study.py   a two-stage study: the search table and picture, the scale curve and its fit
+    series.py  scaling series (one dimension at a time vs compound): a curve per series, a table per level
     build.py   the whole report: read, group, write, and log the folder as a "report" run
 
 May import `phiscale.tracking` (the one client), `phiscale.sweeps` (a sweep's record and states),

@@ -19,6 +19,7 @@ from phiscale.report.rows import (
     read_sweep,
     sort_and_mark,
 )
+from phiscale.report.series import write_series
 from phiscale.report.tables import CSV_NAME, MARKDOWN_NAME, write_csv, write_markdown
 from phiscale.sweeps.record import PARENT_RUN_TAG
 
@@ -82,6 +83,11 @@ def make_report(
         with open(files[0], "a") as markdown:
             markdown.write("\n" + section)
         files += study_files
+    series = write_series(rows, out)  # a sweep file's scaling series: a curve per series, a table per level
+    if series is not None:
+        with open(files[0], "a") as markdown:
+            markdown.write("\n" + series[0])
+        files += series[1]
     report = Report(experiment, experiment_id, uri, rows, out, files, sweep_id=record.id if record else None)
     if log_to_mlflow:
         tags[f"{REPORT_TAG}.runs"] = str(sum(r.runs for r in rows if r.run_id))

@@ -29,6 +29,7 @@ from phiscale import tracking
 from phiscale.errors import PhiscaleError
 from phiscale.models.scaling import BASE_RESOLUTION
 from phiscale.sweeps.record import PARENT_TAG, SWEEP_ID_TAG
+from phiscale.sweeps.series import LEVEL_TAG, SERIES_TAG, TARGET_TAG
 from phiscale.sweeps.status import best_top1, last_images_per_s
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,9 @@ class RunRow:
     state: str | None = None  # the sweep's state of the point (report --sweep), e.g. "finished"
     sweep: str = ""  # the sweep id (or name) the run belongs to
     sweep_point: int | None = None  # its point in that sweep (the seeds of a point share it)
+    series: str = ""  # a scaling series point (sweeps/series.py): its series, comma-separated where shared
+    series_level: float | None = None  # its level φ
+    series_macs_target: float | None = None  # the MACs ratio the formula asks of the level over the series' base
 
     @property
     def running(self) -> bool:
@@ -146,7 +150,7 @@ def read_sweep(sweep: str, root: str | Path, tracking_uri: str | None = None) ->
             row = RunRow(run_id="", run_name=f"#{point.index} {' '.join(point.own)}".strip(), model="", family="",
                          phi=None, depth_mult=None, width_mult=None, resolution_mult=None, resolution=None,
                          params=None, macs=None, top1=None, images_per_s=None, device_hours=None, status="–",
-                         seeds="" if point.seed is None else str(point.seed))  # fmt: skip
+                         seeds="" if point.seed is None else str(point.seed), **series_fields(point.tags))  # fmt: skip
         rows.append(replace(row, state=status.state, sweep=record.id, sweep_point=point.point))
     return record, exp.experiment_id, sort_and_mark(rows)
 
@@ -191,7 +195,14 @@ def row_from_run(run: Any, client: Any, now_ms: int) -> RunRow:
         aug=aug_summary(run.data.params),
         sweep=tags.get(SWEEP_ID_TAG) or tags.get("sweep") or "",
         sweep_point=_int(tags.get("sweep_point")),
+        **series_fields(tags),
     )
+
+
+def series_fields(tags: dict[str, str]) -> dict[str, Any]:
+    """A series run's RunRow fields from its tags (or its record point's)."""
+    return {"series": tags.get(SERIES_TAG, ""), "series_level": _float(tags.get(LEVEL_TAG)),
+            "series_macs_target": _float(tags.get(TARGET_TAG))}
 
 
 def aug_summary(params: dict[str, str]) -> str:
