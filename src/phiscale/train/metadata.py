@@ -158,11 +158,12 @@ def describe(plan: RunPlan, data_name: str) -> str:
 
 
 def class_names(data_cfg: Mapping[str, Any], num_classes: int) -> list[str]:
-    """The label names: the digits' own, an ImageFolder's subfolders, else the label numbers."""
-    if data_cfg["name"] == "digits":
-        from phiscale.data.digits import CLASSES
+    """The label names: an embedded dataset's own (digits), an ImageFolder's
+    subfolders, else the label numbers."""
+    from phiscale.data import EMBEDDED, embedded_classes
 
-        return list(CLASSES)
+    if data_cfg["name"] in EMBEDDED:
+        return list(embedded_classes(data_cfg["name"]))
     if data_cfg["loader"] == "torch":
         from phiscale.data import dataset_sources
         from phiscale.data.imagefolder import scan_image_folder
