@@ -11,6 +11,7 @@ APT_PACKAGES=(
   munge slurmctld slurmd slurm-client             # the local SLURM testbed (slurm/testbed)
   chromium                                        # browser test of the MLflow UI
   postgresql                                      # phiscale-server's database (PostgreSQL 15)
+  dataset-fashion-mnist                           # data=fashion_mnist: its idx files, no download at run time
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -198,6 +198,16 @@ def test_the_recipe_can_be_added_to_other_small_data():
     assert cfg.data.name == "imagefolder" and recipe_keys(cfg) == recipe_keys(compose_config([]))
 
 
+def test_fashion_mnist_brings_its_own_recipe_and_the_command_line_wins_over_it():
+    recipe = OmegaConf.load(conf_dir() / "recipe" / "fashion_mnist.yaml")
+    cfg = compose_config(["data=fashion_mnist", "model=efficientnet_b0"])
+    assert (cfg.data.name, cfg.optim.name, cfg.bn_momentum) == ("fashion_mnist", "sgd_cosine", 0.1)
+    assert (cfg.optim.lr_per_256, cfg.trainer.max_epochs) == (recipe.optim.lr_per_256, recipe.trainer.max_epochs)
+    assert cfg.data.flip_prob > 0, "a mirrored garment is still one: the digits' no-flip rule does not apply"
+    cfg = compose_config(["data=fashion_mnist", "trainer.max_epochs=2", "optim.lr_per_256=0.05"])
+    assert (cfg.trainer.max_epochs, cfg.optim.lr_per_256) == (2, 0.05)
+
+
 def test_the_help_names_the_recipe_that_applies():
     help_text = OmegaConf.load(conf_dir() / "train.yaml").hydra.help.header
     assert "conf/recipe/digits.yaml" in help_text and f"optim={RECIPE_OPTIM}," in help_text

@@ -1,6 +1,6 @@
 """The table of embedded datasets and its one builder: every row describes the dataset it names, with
 class folders in label order; an unknown name says which exist. (The builds themselves: test_digits,
-two processes at once included, and the datasets' own modules.)"""
+two processes at once included, and test_fashion_mnist.)"""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def test_class_folders_out_of_label_order_are_refused():
 
 
 def test_an_unknown_name_lists_the_embedded_datasets():
-    with pytest.raises(PhiscaleError, match="data.name='cifar10' is not an embedded dataset: use one of digits"):
+    with pytest.raises(PhiscaleError, match="data.name='cifar10' is not an embedded dataset: use one of digits, fashion_mnist"):
         ensure_embedded("cifar10")
 
 

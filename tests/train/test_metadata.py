@@ -14,6 +14,7 @@ from phiscale.models import build_model, resolve_scale
 from phiscale.models.profile import count_macs, count_params
 from phiscale.train.metadata import (
     best_checkpoint_artifact,
+    class_names,
     describe,
     profile_metrics,
     scale_tags,
@@ -81,6 +82,16 @@ def test_no_best_checkpoint_artifact_without_a_checkpoint_or_when_off(tmp_path, 
     (tmp_path / "best.ckpt").write_bytes(b"x")
     tracking.log_checkpoint = "none"
     assert best_checkpoint_artifact(str(tmp_path / "best.ckpt"), tracking) is None
+
+
+@pytest.mark.parametrize(("data", "names"), [
+    ("digits", list("0123456789")),
+    ("fashion_mnist", ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                       "Ankle boot"]),
+])
+def test_an_embedded_dataset_gives_the_logged_model_its_real_class_names(data, names):
+    data_cfg = OmegaConf.to_container(compose_config([f"data={data}"]).data)
+    assert class_names(data_cfg, 10) == names  # from the table of embedded datasets: nothing is built
 
 
 def test_describe_says_what_the_run_trains(fast_overrides):

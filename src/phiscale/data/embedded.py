@@ -19,7 +19,7 @@ from phiscale.errors import PhiscaleError
 from phiscale.paths import cache_dir
 
 # data.name -> the module that describes it in a module-level `SPEC` (imported on first use).
-EMBEDDED = {"digits": "phiscale.data.digits"}
+EMBEDDED = {"digits": "phiscale.data.digits", "fashion_mnist": "phiscale.data.fashion_mnist"}
 # From this many images a first build takes long enough to show its progress, and its `.betons` are
 # written by every CPU (digits' 1,797 keep one writer: the same file, byte for byte, as before).
 LARGE = 10_000

@@ -12,8 +12,8 @@ from phiscale.errors import PhiscaleError
 
 
 def dataset_sources(data_cfg: Mapping) -> tuple[Path, Path]:
-    """(train_source, val_source) for `data_cfg` (conf/data/*.yaml): an embedded dataset's (digits:
-    `phiscale.data.embedded.EMBEDDED`) when it is named and the paths are null, built
+    """(train_source, val_source) for `data_cfg` (conf/data/*.yaml): an embedded dataset's (digits,
+    fashion_mnist: `phiscale.data.embedded.EMBEDDED`) when it is named and the paths are null, built
     on first use from data.source_dir; otherwise the configured paths, checked to exist."""
     name, loader = data_cfg.get("name"), data_cfg.get("loader", "ffcv")
     if loader not in ("ffcv", "torch"):

@@ -158,7 +158,7 @@ def describe(plan: RunPlan, data_name: str) -> str:
 
 
 def class_names(data_cfg: Mapping[str, Any], num_classes: int) -> list[str]:
-    """The label names: an embedded dataset's own (digits), an ImageFolder's
+    """The label names: an embedded dataset's own (digits, fashion_mnist), an ImageFolder's
     subfolders, else the label numbers."""
     from phiscale.data import EMBEDDED, embedded_classes
 
