@@ -11,7 +11,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from support.runs import TRAIN
 
-from phiscale.cli.train import compose_sweep_point
+from phiscale.cli.train import compose_sweep_point, say_starting
 from phiscale.config import conf_dir
 from phiscale.errors import PhiscaleError
 
@@ -27,6 +27,19 @@ def test_help_lists_the_config_groups():
     assert result.returncode == 0
     for group in ("model:", "data:", "trainer:", "optim:", "tracking:"):
         assert group in result.stdout
+
+
+def test_the_first_line_comes_from_the_config_on_rank_zero_only(monkeypatch, capsys):
+    from phiscale.config import compose_config
+
+    for name in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    cfg = compose_config(["experiment=digits_demo"])
+    say_starting(cfg)
+    assert capsys.readouterr().out == "phiscale: starting digits-demo: mobilenet_v3_small on digits\n"
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    say_starting(cfg)
+    assert capsys.readouterr().out == "", "rank 0 speaks for the run"
 
 
 def compose_as_the_app(overrides: list[str]):

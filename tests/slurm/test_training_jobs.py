@@ -120,10 +120,15 @@ def test_sweep_array_trains_one_run_per_phi(slurm, tmp_path):
 # fast the machine trains: the first run has a step budget far beyond any time limit here; once it
 # has written a checkpoint (so its signal handlers are in place) the test lowers the job's time limit
 # with `scontrol update` so that the warning falls due (slurmctld sends it at its next time-limit
-# check, within ~60 s); the app saves last.ckpt and requeues itself. The requeued run is ended by a
+# check, within ~90 s); the app saves last.ckpt and requeues itself, and the test gives the job its
+# long limit back as soon as it sees the app take the warning. The requeued run is ended by a
 # means the test controls: the job script reads its extra overrides from a file the test writes once
 # it has seen USR1 (a smaller trainer.max_epochs: the end of the epoch after the one USR1 hit).
-SIGNAL_S = 120  # the warning margin: the app has this long to checkpoint and requeue
+# Every wait is on an event (a file, a line of the job's output, the job's state) and ends at once
+# when the job ended without it; the timeouts only bound a hang, so a busy machine (another training
+# beside this one) makes the test slower, never wrong.
+SIGNAL_S = 300  # the warning margin: the app has this long to take the warning before the limit kills it
+EVENT_TIMEOUT_S = 1800  # a hang, not a slow machine
 HUGE_EPOCHS = 1000
 STEPS_PER_EPOCH = 22  # digits: 1438 train images, 32 per rank x 2 ranks, last partial batch dropped
 
@@ -139,6 +144,24 @@ if [ "${{SLURM_RESTART_COUNT:-0}}" -gt 0 ]; then
 fi
 exec bash {ROOT / "slurm" / "train.sbatch"} "$@" "${{extra[@]}}"
 """
+
+
+def until_job_ends(slurm, job: str, event, what: str):
+    """`event` as a predicate for wait_for that fails the test at once when `job` has ended (or been
+    requeued: PENDING again) before `event` happened; the job's state is asked every 2 s at most."""
+    asked = [0.0]
+
+    def check():
+        value = event()
+        if value or time.monotonic() - asked[0] < 2:
+            return value
+        asked[0] = time.monotonic()
+        state = (slurm.records(job) or [{}])[0].get("JobState")
+        if state not in ("RUNNING", "CONFIGURING", "COMPLETING", None) and not event():
+            pytest.fail(f"job {job} is {state} before: {what}\n{output_of(slurm, job)[-4000:]}\n{slurm.log_tails()}")
+        return event()
+
+    return check
 
 
 def _seconds(clock: str) -> int:
@@ -160,7 +183,9 @@ def test_time_limit_signal_requeues_and_resumes_into_one_run(slurm, tmp_path):
         cwd=tmp_path, env=job_env(tmp_path, "requeue"), script_args=args,
     )  # fmt: skip
     ckpt = tmp_path / "runs" / job / "checkpoints" / "last.ckpt"
-    wait_for(ckpt.exists, 300, f"job {job} wrote no {ckpt}",
+    wait_for(lambda: (slurm.records(job) or [{}])[0].get("JobState") not in ("PENDING", None), EVENT_TIMEOUT_S,
+             f"job {job} never started (the testbed's nodes busy?)", details=slurm.log_tails)
+    wait_for(until_job_ends(slurm, job, ckpt.exists, f"writing {ckpt}"), EVENT_TIMEOUT_S, f"job {job} wrote no {ckpt}",
              details=lambda: output_of(slurm, job)[-4000:] + slurm.log_tails())
 
     # Bring the warning in: a limit SIGNAL_S..SIGNAL_S+60 s past the job's current run time.
@@ -169,8 +194,9 @@ def test_time_limit_signal_requeues_and_resumes_into_one_run(slurm, tmp_path):
     slurm.run("scontrol", "update", f"JobId={job}", f"TimeLimit={limit_min}")
     signalled_at = time.monotonic()
     found = wait_for(
-        lambda: re.search(r"received SIGUSR1 at step (\d+)", output_of(slurm, job)),
-        180, f"job {job} got no time-limit USR1 after TimeLimit={limit_min} (run time {run_time}s)",
+        until_job_ends(slurm, job, lambda: re.search(r"received SIGUSR1 at step (\d+)", output_of(slurm, job)),
+                       "the app took the time-limit USR1"),
+        EVENT_TIMEOUT_S, f"job {job} got no time-limit USR1 after TimeLimit={limit_min} (run time {run_time}s)",
         details=lambda: output_of(slurm, job)[-4000:] + slurm.log_tails(),
     )  # fmt: skip
     signal_step, usr1_after = int(found.group(1)), time.monotonic() - signalled_at
@@ -179,7 +205,7 @@ def test_time_limit_signal_requeues_and_resumes_into_one_run(slurm, tmp_path):
     end_epochs = signal_step // STEPS_PER_EPOCH + 2
     restart_args.write_text(f"trainer.max_epochs={end_epochs}\n")
 
-    (record,) = slurm.wait(job, timeout=600)
+    (record,) = slurm.wait(job, timeout=EVENT_TIMEOUT_S)
     finished = time.monotonic()
     out = output_of(slurm, job)
     assert record["JobState"] == "COMPLETED", f"job {job} ended {record['JobState']}:\n{out[-4000:]}"

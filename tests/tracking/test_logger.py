@@ -84,3 +84,29 @@ def test_wait_sent_returns_once_the_store_holds_what_was_journaled(tmp_path):
     offline.open()
     assert offline.wait_sent(5) is False, "offline: nothing is sent, and it says so at once"
     offline.close("finished", drain_timeout_s=1)
+
+
+def test_a_held_logger_leaves_a_local_store_alone_until_training_has_begun(tmp_path, capsys):
+    """A single-process run's first step does not wait for MLflow (SendFromFirstStep holds the sender)."""
+    db = tmp_path / "mlflow.db"
+    logger = make(tmp_path / "out", f"sqlite:///{db}", heartbeat_s=0)
+    logger.hold_sending()
+    record = logger.open()
+    _ = logger.experiment  # Lightning reads it at set-up
+    logger.log_metrics({"train/loss": 2.0}, step=1)
+    assert record.run_id is None and not db.exists(), "held: nothing reaches the store, the journal keeps it"
+    logger.start_sending()
+    assert logger.wait_sent(60), "sent once started"
+    assert f"phiscale: MLflow run {logger.run_url}" in capsys.readouterr().out, "its link, when the sender made it"
+    assert logger.close("finished", drain_timeout_s=60) == 0
+    assert client(f"sqlite:///{db}").get_run(record.run_id).data.metrics["train/loss"] == 2.0
+
+
+def test_a_held_logger_that_never_started_still_sends_its_end(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    logger = make(tmp_path / "out", uri, heartbeat_s=0)
+    logger.hold_sending()
+    record = logger.open()
+    assert logger.close("failed", drain_timeout_s=60, error="RuntimeError: before the first step") == 0
+    run = client(uri).get_run(record.run_id)
+    assert run.info.status == "FAILED" and run.data.tags["phiscale.error"].startswith("RuntimeError")

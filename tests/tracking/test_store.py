@@ -48,6 +48,33 @@ def test_readers_refuse_an_absent_sqlite_store_and_writers_create_it(tmp_path):
     assert tracking.get_or_create_experiment(tracking.client(uri), "x") == experiment_id
 
 
+def test_new_sqlite_stores_are_copies_of_one_migrated_once(tmp_path, monkeypatch):
+    """A store's 68 migrations run once per MLflow version, not in every new store (issue 31)."""
+    from phiscale.tracking.store import empty_store_template
+
+    monkeypatch.setenv("PHISCALE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    first, second = (f"sqlite:///{tmp_path / name}" for name in ("a.db", "b.db"))
+    tracking.get_or_create_experiment(tracking.client(first), "x")
+    template = empty_store_template()
+    made = template.stat().st_mtime_ns
+    store = tracking.client(second)
+    assert template.stat().st_mtime_ns == made, "the second store is copied, not migrated again"
+    assert [e.name for e in store.search_experiments()] == ["Default"], "an empty store, as MLflow makes one"
+    assert store.get_experiment("0").artifact_location == str(tmp_path / "mlruns" / "0"), "MLflow's own default"
+    run = store.create_run(tracking.get_or_create_experiment(store, "x"))
+    assert store.get_run(run.info.run_id).info.status == "RUNNING"
+
+
+def test_a_store_is_made_by_mlflow_when_the_cache_cannot_be_written(tmp_path, monkeypatch):
+    blocked = tmp_path / "not-a-dir"
+    blocked.write_text("a file where the cache would go")
+    monkeypatch.setenv("PHISCALE_CACHE", str(blocked))
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    assert tracking.get_or_create_experiment(tracking.client(uri), "x") == "1"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.db", "m.db.lock", "not-a-dir"], "no temporary left"
+
+
 def test_uri_precedence_flag_then_environment_then_default(monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     assert tracking.resolve_uri() == tracking.DEFAULT_URI == "sqlite:///outputs/mlflow.db"

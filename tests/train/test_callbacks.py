@@ -17,6 +17,7 @@ from phiscale.train.callbacks import (
     LastCheckpoint,
     ProgressiveResize,
     ProgressLines,
+    SendFromFirstStep,
     SignalCheckpoint,
     ThroughputMonitor,
     format_duration,
@@ -206,6 +207,24 @@ def test_progress_lines_say_epoch_step_loss_throughput_and_eta(tiny_classifier, 
     assert lines and all(line.startswith("phiscale: epoch ") for line in lines), lines
     assert "step 8/8" in lines[-1] and "eta 0s" in lines[-1] and "loss " in lines[-1], lines[-1]
     assert "\r" not in "".join(lines), "plain lines, not a redrawn bar"
+
+
+def test_the_held_logger_starts_sending_when_the_first_step_is_done(tiny_classifier, fixed_batches, cpu_trainer):
+    class Logger:
+        held, started_at = False, []
+
+        def hold_sending(self):
+            self.held = True
+
+        def start_sending(self):
+            self.started_at.append(trainer.global_step)
+
+    logger = Logger()
+    callback = SendFromFirstStep(logger)
+    assert logger.held, "held before the logger opens"
+    trainer = cpu_trainer(callbacks=[callback], max_steps=2)
+    trainer.fit(tiny_classifier(), train_dataloaders=fixed_batches(2))
+    assert logger.started_at[0] == 1, "asked to start once step 1 is done, not before"
 
 
 def test_durations_read_as_a_person_would_write_them():

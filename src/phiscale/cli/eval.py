@@ -24,16 +24,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=256, help="default: %(default)s")
     parser.add_argument("--num-workers", type=int, default=min(8, os.cpu_count() or 1), help="default: %(default)s")
     parser.add_argument("--ema", action="store_true", help="evaluate the EMA weights (if the run kept them)")
-    parser.add_argument("--device", default="cuda" if _cuda() else "cpu", help="default: %(default)s")
+    parser.add_argument("--device", help="default: cuda where there is one, else cpu")
     parser.add_argument("--tracking-uri", help="default: the run's tracking URI")
     parser.add_argument("--no-log", action="store_true", help="print only, log nothing to MLflow")
     return parser.parse_args(argv)
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def evaluate(model, loader, device) -> dict[str, float]:
@@ -79,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
     resolution = int(args.resolution or loaded.eval_resolution or 0)
     if not resolution:
         raise PhiscaleError(f"{source} does not say its eval resolution; pass --resolution")
-    device = torch.device(args.device)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     loader = make_val_loader(
         val_source, loader=data["loader"], batch_size=args.batch_size, num_workers=args.num_workers,
         resolution=resolution, mean=data["mean"], std=data["std"], device=device,

@@ -10,13 +10,9 @@ import json
 import sys
 from collections.abc import Sequence
 
-import torch
-from tqdm import tqdm
-
 from phiscale.errors import user_errors_as_one_line
-from phiscale.models import MODEL_NAMES, PRESET_NAMES, build_model
-from phiscale.models.profile import profile_model, published_for
 from phiscale.models.scaling import ALPHA, BASE_RESOLUTION, BETA, GAMMA
+from phiscale.models.specs import MODEL_NAMES, PRESET_NAMES
 
 FORMATS = ("table", "markdown", "csv", "json")
 HEADERS = ("model", "resolution", "params", "MACs", "FLOPs", "act. mem/img", "published params",
@@ -82,6 +78,12 @@ def _configs(args: argparse.Namespace) -> list[dict]:
 def profile_rows(configs: Sequence[dict], num_classes: int = 1000, device: str = "meta",
                  progress: bool = True) -> list[dict]:
     """One record per configuration: our measurements, the published figures and the differences."""
+    import torch  # here, not at the top: `--help` answers without torch
+    from tqdm import tqdm
+
+    from phiscale.models import build_model
+    from phiscale.models.profile import profile_model, published_for
+
     rows = []
     for config in tqdm(configs, desc="profiling", unit="model", file=sys.stderr, disable=None if progress else True):
         config = dict(config)

@@ -90,12 +90,25 @@ def check_pinned(cfg: DictConfig, pinned: dict[str, str], sweep_id: str) -> None
 @hydra.main(config_path=str(conf_dir()), config_name="train", version_base="1.3")
 @user_errors_as_one_line  # inside Hydra, which would otherwise print a traceback
 def main(cfg: DictConfig) -> None:
-    from phiscale.train.run import run_training
-
     tags: dict[str, str] = {}
     if cfg.sweep.file is not None or cfg.sweep.get("record"):
         cfg, tags = compose_sweep_point(cfg)
+    say_starting(cfg)
+    from phiscale.train.run import run_training  # torch and Lightning: seconds on a small machine
+
     run_training(cfg, extra_tags=tags)
+
+
+# Where a launcher puts a process's global rank (Lightning's order: lightning.fabric.utilities.rank_zero).
+RANK_VARIABLES = ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")
+
+
+def say_starting(cfg: DictConfig) -> None:
+    """The run's first line, from the config alone: before torch and Lightning are imported (issue 31:
+    the first line came after 6 s), on the process that speaks for the run (global rank 0)."""
+    rank = next((os.environ[name] for name in RANK_VARIABLES if name in os.environ), "0")
+    if rank == "0":
+        print(f"phiscale: starting {cfg.run_name or cfg.model.name}: {cfg.model.name} on {cfg.data.name}", flush=True)
 
 
 if __name__ == "__main__":

@@ -25,16 +25,14 @@ from lightning.pytorch.utilities import rank_zero_only
 from phiscale.errors import PhiscaleError
 from phiscale.tracking.journal import Journal, RunRecord, now_ms, read_entries, tracking_dir
 from phiscale.tracking.sender import Sender
-from phiscale.tracking.store import client, is_permanent, run_url, short_http_timeouts, signed_in_as
+from phiscale.tracking.store import SQLITE, client, is_permanent, run_url, short_http_timeouts, signed_in_as
 from phiscale.tracking.system_metrics import PREFIX as SYSTEM_PREFIX
 from phiscale.tracking.system_metrics import SystemMetrics
-from phiscale.tracking.tags import TAG_VALUE_LIMIT
+from phiscale.tracking.tags import HEARTBEAT_S_TAG, OUTPUT_DIR_TAG, TAG_VALUE_LIMIT
 
 MODES = ("online", "online_tolerant", "offline")
 # How a run ended (phiscale's words) -> MLflow's run status.
 STATUS = {"finished": "FINISHED", "success": "FINISHED", "failed": "FAILED", "interrupted": "KILLED"}
-OUTPUT_DIR_TAG = "phiscale.output_dir"
-HEARTBEAT_S_TAG = "phiscale.heartbeat_s"
 ERROR_TAG = "phiscale.error"
 
 
@@ -72,6 +70,7 @@ class RunLogger(Logger):
         self._system_metrics_s = system_metrics_s
         self._system_metrics: SystemMetrics | None = None
         self._sync_at_save = False
+        self._hold_sending = False
         self.journal: Journal | None = None
         self.record: RunRecord | None = None
         self.sender: Sender | None = None
@@ -132,10 +131,13 @@ class RunLogger(Logger):
                 f"process {holder} is sending {self.journal.dir} already (another run in this output dir, or "
                 "phiscale-sync): wait for it, or use a new paths.output_dir"
             )
+        # A local sqlite file refuses nobody: with the sender held, its run is made from the first step on.
+        local_and_held = self._hold_sending and self.tracking_uri.startswith(SQLITE)
         if self.mode == "online":
             if self.resumed and self.record.run_id:
                 self._check_run_exists()
-            self.sender.create_run_now()  # the run's URL at start; an outage here is survived like any
+            if not local_and_held:
+                self.sender.create_run_now()  # the run's URL at start; an outage here is survived like any
             if self.sender.locked_out:  # signed in, but this experiment is not the user's to write
                 self.sender.release()
                 raise PhiscaleError(
@@ -143,7 +145,21 @@ class RunLogger(Logger):
                     f"{self.experiment_name!r} as {signed_in_as()}; with a 403 ask its admin for EDIT on it (phiscale-server grant), "
                     "or use tracking.experiment=<one of yours>"
                 )
-        self.sender.start()
+        self.sender.announce_run = local_and_held and self.record.run_id is None  # its link, once made
+        if not self._hold_sending:
+            self.sender.start()
+
+    def hold_sending(self) -> None:
+        """Before `open`: start sending only at `start_sending` (SendFromFirstStep: a single-process
+        run's first step), so that MLflow's import and the store's set-up do not slow the run's start;
+        the journal keeps everything meanwhile. A server is still asked at `open` (online mode)."""
+        self._hold_sending = True
+
+    @rank_zero_only
+    def start_sending(self) -> None:
+        """Start the held sender (once); `close` and `wait_sent` start it too."""
+        if self.sender is not None:
+            self.sender.start()
 
     def _check_run_exists(self) -> None:
         try:
@@ -168,6 +184,7 @@ class RunLogger(Logger):
             self.journal.append("tags", tags={ERROR_TAG: error[:TAG_VALUE_LIMIT]})
         self.journal.append("status", status=STATUS.get(status, "FAILED"))
         self.journal.sync()
+        self.start_sending()  # a run that ended before its first step still sends its end
         left = self.journal.backlog if self.sender is None else self.sender.stop(drain_timeout_s)
         self.journal.close()
         return left
@@ -180,6 +197,7 @@ class RunLogger(Logger):
 
         if self.journal is None or self.sender is None:
             return False
+        self.sender.start()
         target, deadline = self.journal.next_seq - 1, time.monotonic() + timeout_s
         while self.journal.sent_seq < target or not self.record.run_id:
             if time.monotonic() >= deadline:
@@ -278,7 +296,9 @@ class RunLogger(Logger):
     @property
     @rank_zero_experiment
     def experiment(self):
-        return client(self.tracking_uri)
+        """The store's MLflow client, made when first used: Lightning reads this property at set-up,
+        and making the client there would import MLflow before the first step (issue 31)."""
+        return ClientOnFirstUse(self.tracking_uri)
 
     @rank_zero_only
     def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
@@ -306,6 +326,20 @@ class RunLogger(Logger):
     def finalize(self, status: str) -> None:
         """Lightning's end of fit: only make the journal durable; `close` ends the run."""
         self.flush()
+
+
+class ClientOnFirstUse:
+    """`store.client(uri)`, made when an attribute is first asked for."""
+
+    def __init__(self, uri: str) -> None:
+        self._uri, self._client = uri, None
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):  # copy, pickle and friends ask for these: no reason to make a client
+            raise AttributeError(name)
+        if self._client is None:
+            self._client = client(self._uri)
+        return getattr(self._client, name)
 
 
 def _cut(tags: Mapping[str, Any]) -> dict[str, str]:

@@ -31,6 +31,7 @@ from phiscale.tracking.store import (
     get_or_create_experiment,
     is_auth_error,
     is_permanent,
+    run_url,
     signed_in_as,
 )
 
@@ -84,6 +85,7 @@ class Sender:
         self._stop = threading.Event()  # finish once the backlog is empty
         self._abandon = threading.Event()  # give up now (drain timeout passed)
         self._last_heartbeat = 0.0
+        self.announce_run = False  # print the run's link when this sender creates it (RunLogger.hold_sending)
 
     # -- ownership of the journal --------------------------------------------------------------
     def acquire(self) -> int | None:
@@ -112,8 +114,10 @@ class Sender:
 
     # -- running in the background (training) ---------------------------------------------------
     def start(self) -> Sender:
-        self._thread = threading.Thread(target=self._loop, name="phiscale-sender", daemon=True)
-        self._thread.start()
+        """Send from a background thread (once: a second call changes nothing)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="phiscale-sender", daemon=True)
+            self._thread.start()
         return self
 
     def create_run_now(self) -> bool:
@@ -307,6 +311,8 @@ class Sender:
         self.record.run_id, self.record.experiment_id = run_id, experiment_id
         self.record.tracking_uri = self.uri
         self.record.save(self.journal.dir)
+        if self.announce_run:
+            self.log(f"phiscale: MLflow run {run_url(self.uri, experiment_id, run_id)}")
 
     def _log_inputs(self, entry: dict[str, Any]) -> None:
         from mlflow.entities import Dataset, DatasetInput, InputTag

@@ -210,9 +210,54 @@ def client(uri: str):
     # "Online migration expected to match one row". One lock file beside the database serialises it.
     import fcntl
 
-    with open(uri[len(SQLITE) :] + ".lock", "a") as lock:
+    path = uri[len(SQLITE) :]
+    with open(path + ".lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        if path != ":memory:" and not os.path.exists(path):
+            copy_empty_store(path)
         return MlflowClient(tracking_uri=uri)
+
+
+def copy_empty_store(path: str) -> None:
+    """A new sqlite store as a copy of an empty one migrated once per MLflow version (in
+    `$PHISCALE_CACHE/mlflow/`): MLflow would run its 68 schema migrations (3.17) in every new store, a
+    second of CPU and as many fsyncs (7 s on a busy disk) in each test, sweep and first run (issue
+    31). The copy holds the tables and their alembic revision only: MLflow adds its Default
+    experiment on first open, as in a store it made itself. When the cache cannot be written,
+    MLflow makes the store as it would."""
+    import shutil
+
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        shutil.copyfile(empty_store_template(), tmp)
+        os.replace(tmp, path)
+    except Exception:  # noqa: BLE001 (a cache is only ever a shortcut)
+        Path(tmp).unlink(missing_ok=True)
+
+
+def empty_store_template() -> Path:
+    """The migrated empty store of this MLflow version, made on first use (concurrent makers each
+    rename a complete file into place)."""
+    import mlflow.version
+    import sqlalchemy
+    from mlflow.store.db.utils import _initialize_tables  # what MLflow runs on a store with no tables
+
+    from phiscale.paths import cache_dir
+
+    template = cache_dir("mlflow") / f"empty-store-{mlflow.version.VERSION}.db"
+    if template.exists():
+        return template
+    tmp = template.with_name(f".{template.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    engine = sqlalchemy.create_engine(f"{SQLITE}{tmp}")
+    try:
+        _initialize_tables(engine)
+        engine.dispose()
+        os.replace(tmp, template)
+    finally:
+        engine.dispose()
+        tmp.unlink(missing_ok=True)
+    return template
 
 
 def artifact_location(tracking_uri: str, experiment: str) -> str | None:

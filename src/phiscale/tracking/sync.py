@@ -16,9 +16,9 @@ from typing import Any
 
 from phiscale.errors import PhiscaleError
 from phiscale.tracking.journal import JOURNAL, TRACKING_DIR, Journal, RunRecord, read_entries, tracking_dir
-from phiscale.tracking.logger import HEARTBEAT_S_TAG, OUTPUT_DIR_TAG
 from phiscale.tracking.sender import HEARTBEAT_TAG, Sender
 from phiscale.tracking.store import check_reachable, client, normalize_tracking_uri
+from phiscale.tracking.tags import HEARTBEAT_S_TAG, OUTPUT_DIR_TAG
 
 LOST_AFTER = 5  # heartbeats missed before a RUNNING run counts as lost
 REAPED_TAG = "phiscale.reaped"

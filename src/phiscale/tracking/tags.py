@@ -14,6 +14,10 @@ from typing import Any
 
 PARAM_VALUE_LIMIT = 6000  # MLflow 3 rejects longer param values (docs: "Logging params")
 TAG_VALUE_LIMIT = 5000
+# A training run's tags that readers find it by (sync's lost-run check); here, not beside the logger
+# that sets them, so that readers do not import Lightning (issue 31: `phiscale-sweep status`).
+OUTPUT_DIR_TAG = "phiscale.output_dir"
+HEARTBEAT_S_TAG = "phiscale.heartbeat_s"
 
 
 def flatten_config(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, str]:

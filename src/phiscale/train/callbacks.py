@@ -229,6 +229,20 @@ class ShareRunId(L.Callback):
                   flush=True)
 
 
+class SendFromFirstStep(L.Callback):
+    """A single-process run sends its journal to MLflow from its first step on (`RunLogger.hold_sending`):
+    the sender thread's MLflow import and store set-up, about 2 s of CPU, would otherwise share the GIL
+    and the two cores with the run's own start-up (issue 31). DDP ranks learn the run's id at set-up
+    (ShareRunId), so their rank 0 sends from the start."""
+
+    def __init__(self, logger) -> None:
+        self.logger = logger
+        logger.hold_sending()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        self.logger.start_sending()  # once; later calls return at once
+
+
 class ProgressLines(L.Callback):
     """One plain line per logging interval (epoch, step/total, loss, images/s, ETA) instead of a
     redrawn progress bar: what a SLURM .out file or any non-terminal stdout can show."""

@@ -16,6 +16,7 @@ from phiscale.train.callbacks import (
     LastCheckpoint,
     ProgressiveResize,
     ProgressLines,
+    SendFromFirstStep,
     ShareRunId,
     SignalCheckpoint,
     ThroughputMonitor,
@@ -73,6 +74,8 @@ def build_trainer(cfg: DictConfig, plan: RunPlan, logger, extra_callbacks: Itera
     if tcfg.progress_bar == "auto" and not bar:  # a SLURM .out file: plain lines, not a redrawn bar
         callbacks.append(ProgressLines(int(tcfg.log_every_n_steps)))
     callbacks += asha_callbacks(cfg, getattr(logger, "tracking_uri", None))  # a sweep stage's early stopping
+    if plan.world_size == 1 and hasattr(logger, "hold_sending"):  # MLflow after the first step (issue 31)
+        callbacks.append(SendFromFirstStep(logger))
     if cfg.progressive.enabled:
         p = cfg.progressive
         callbacks.append(ProgressiveResize(final=plan.train_resolution, min_ratio=p.min_ratio, start=p.start,
