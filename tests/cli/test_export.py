@@ -53,9 +53,11 @@ def test_bad_checkpoints_fail_in_one_line(tmp_path, capsys, make, message):
     assert exit_info.value.code == 2 and message in err and err.count("\n") == 1, err
 
 
-def test_a_missing_tag_is_named(tmp_path, capsys):
+def test_a_tag_without_latest_is_named_with_what_it_lacks(tmp_path, capsys):
     (tmp_path / "global_step5").mkdir()
     (tmp_path / "global_step5" / "mp_rank_00_model_states.pt").write_bytes(b"")
     with pytest.raises(SystemExit):
         main([str(tmp_path), str(tmp_path / "out.pt")])
-    assert "--tag (one of ['global_step5'])" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "it has no `latest` file" in err and "tag 'global_step5' lacks a whole mp_rank_00_model_states.pt" in err
+    assert err.count("\n") == 1, err

@@ -1,10 +1,15 @@
-"""The journal: appends survive a restart, a torn last line is dropped, the cursor marks what was sent."""
+"""The journal: appends survive a restart, a torn last line is dropped, the cursor marks what was sent, and
+an entry that does not fit on a real full disk (a small tmpfs) is cut off whole."""
 
 from __future__ import annotations
 
 import json
 
-from phiscale.tracking.journal import CURSOR, JOURNAL, Journal, RunRecord
+import pytest
+from support.small_fs import fill, tmpfs
+
+from phiscale.errors import DiskFull, PhiscaleError
+from phiscale.tracking.journal import CURSOR, JOURNAL, Journal, RunRecord, read_entries
 
 
 def test_entries_survive_a_restart_with_their_steps_params_and_backlog(tmp_path):
@@ -60,3 +65,44 @@ def test_the_run_record_round_trips_and_keeps_its_key(tmp_path):
     loaded = RunRecord.load(tmp_path)
     assert loaded == record and len(record.run_key) == 32 and loaded.run_id is None
     assert RunRecord.load(tmp_path / "nowhere") is None
+
+
+def test_a_full_disk_cuts_off_the_entry_that_did_not_fit_and_loses_nothing_journaled(tmp_path):
+    # Before: a short write left a torn line, later entries went after it and were lost at the next open.
+    with tmpfs(tmp_path / "small", "256k") as disk:
+        journal = Journal(disk / "tracking")
+        journal.append("run", experiment="phiscale", run_name="r", tags={}, start_ms=0)
+        filler = fill(disk)
+        step = 0
+        with pytest.raises(DiskFull) as err:  # the journal's last page fills up, then no room at all
+            for step in range(1000):
+                journal.append("metrics", values=[["train/loss", 0.5, 1000, step], ["train/lr", 0.1, 1000, step]])
+        journaled = step + 1  # the run entry, then the metrics of steps 0..step-1; the one of `step` did not fit
+        said = str(err.value)
+        assert said.startswith(f"the disk is full: appending to the run's journal in {disk}/tracking needed ")
+        assert f"and 0 B is free; its {journaled} entries so far are kept whole; free space there" in said
+        entries, size = read_entries(journal.path)
+        assert size == journal.path.stat().st_size, "a torn line was left behind"
+        assert [e["seq"] for e in entries] == list(range(journaled)) and journal.next_seq == journaled
+        assert journal.last_step["train/loss"] == step - 1, "the entry that did not fit counts as not journaled"
+
+        journal.ack(journaled - 1)  # the sender: the store has every entry on disk
+        # A run's end (RunLogger.close): sent all the same, kept in memory; the file stays as it was.
+        journal.append("tags", tags={"phiscale.error": "DiskFull: " + "x" * 500}, keep_if_full=True)
+        status = journal.append("status", status="FAILED", keep_if_full=True)
+        assert journal.pending[-1] is status and status["seq"] == journaled + 1
+        assert read_entries(journal.path)[1] == size, "an entry kept in memory went into the file"
+        with pytest.raises(PhiscaleError, match="took no entry since the disk was full"):
+            journal.append("tags", tags={"late": "1"})
+        filler.unlink()
+        journal.ack(status["seq"])
+        journal.close()
+        assert json.loads((disk / "tracking" / CURSOR).read_text())["seq"] == journaled - 1, \
+            "the cursor passed the file's last entry: the next start would skip its own first entry"
+
+        again = Journal(disk / "tracking")
+        assert again.next_seq == journaled and not again.pending
+        again.append("status", status="RUNNING")
+        assert [e["seq"] for e in read_entries(again.path)[0]] == list(range(journaled + 1))
+        assert [e["seq"] for e in again.pending] == [journaled], "the restart's first entry is sent"
+        again.close()

@@ -90,11 +90,14 @@ def test_a_deepspeed_checkpoint_of_another_world_size_is_refused_before_the_run_
     from phiscale.train.plan import make_plan
 
     # The layout and key DeepSpeed writes (engine._save_checkpoint: `latest`, <tag>/mp_rank_00_model_states.pt
-    # with dp_world_size); a real one needs a GPU (benchmarks/gpu_session.sh covers DeepSpeed itself).
+    # with dp_world_size, a ZeRO optimizer shard per rank); a real one needs a GPU (benchmarks/gpu_session.sh
+    # covers DeepSpeed itself).
     ds = tmp_path / "ds" / "last.ckpt"
     (ds / "checkpoint").mkdir(parents=True)
     (ds / "latest").write_text("checkpoint")
     torch.save({"module": None, "dp_world_size": 2}, ds / "checkpoint" / "mp_rank_00_model_states.pt")
+    for rank in (0, 1):
+        torch.save({}, ds / "checkpoint" / f"zero_pp_rank_{rank}_mp_rank_00_optim_states.pt")
     with pytest.raises(PhiscaleError, match=r"is a DeepSpeed checkpoint of 2 data-parallel ranks and this run has 1: "
                                             r"DeepSpeed cannot reshard.*add resume=weights") as err:
         make_plan(fast_cfg(f"ckpt_path={ds}"))

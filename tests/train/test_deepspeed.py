@@ -165,3 +165,31 @@ def test_export_consolidates_shards_into_the_trained_fp32_weights(
     # The merged weights are the trained ones: their loss matches the end of training, not the start.
     curve = json.loads((zero_checkpoints / "losses.json").read_text())[str(stage)]
     assert _net_loss(state) < 0.8 * curve[0], f"exported weights look untrained (stage {stage})"
+
+
+@pytest.mark.slow
+def test_a_real_zero_checkpoint_cut_short_is_one_line_and_its_whole_tag_exports(zero_checkpoints, tmp_path, capsys,
+                                                                                monkeypatch):
+    import shutil
+
+    monkeypatch.delenv("PHISCALE_TRACEBACK", raising=False)
+    raw, lightning = tmp_path / "stage2", tmp_path / "stage3" / "last.ckpt"
+    shutil.copytree(zero_checkpoints / "stage2", raw)
+    shutil.copytree(zero_checkpoints / "stage3" / "last.ckpt", lightning)
+    (raw / "latest").write_text("global_step12")  # a cleanup that went too far
+    (lightning / "checkpoint" / "bf16_zero_pp_rank_1_mp_rank_00_optim_states.pt").unlink()  # a copy cut short
+    for path, said in (
+        (raw, f"{raw} is an incomplete DeepSpeed checkpoint: its `latest` names tag 'global_step12', which is not "
+              f"there (a copy cut short, or a cleanup that went too far); the newest complete tag is 'global_step8' "
+              f"(step 8): to use it, write its name into {raw}/latest (echo global_step8 > {raw}/latest)"),
+        (lightning, f"{lightning} is an incomplete DeepSpeed checkpoint: tag 'checkpoint' lacks bf16_zero_pp_rank_1_"
+                    "mp_rank_00_optim_states.pt (written by 2 data-parallel ranks; missing or cut short); no other tag "
+                    "in it is complete: pass another checkpoint"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            export_main([str(path), str(tmp_path / "model.pt")])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and err.endswith(f": error: {said}\n") and err.count("\n") == 1, err
+    (raw / "latest").write_text("global_step8")  # the fix the line gives
+    export_main([str(raw), str(tmp_path / "model.pt")])
+    assert set(torch.load(tmp_path / "model.pt", weights_only=True)) == set(_make_net().state_dict())

@@ -127,3 +127,30 @@ def test_nonfinite_loss_stops_with_one_line_naming_the_last_good_checkpoint(fast
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     (run,) = client.search_runs([client.get_experiment_by_name("phiscale").experiment_id])
     assert run.info.status == "FAILED"
+
+
+def test_a_full_disk_anywhere_in_a_run_names_the_kept_checkpoint_and_the_same_command(fast_cfg, tmp_path):
+    from support.small_fs import fill, tmpfs
+
+    from phiscale.train.plan import make_plan
+    from phiscale.train.run import disk_full_of_run
+
+    with tmpfs(tmp_path / "scratch", "1m") as disk:
+        plan = make_plan(fast_cfg(f"paths.output_dir={disk}/run"))
+        assert disk_full_of_run(RuntimeError("a bug"), plan) is None
+        plan.ckpt_dir.mkdir(parents=True)
+        fill(disk)
+        with pytest.raises(OSError) as err:
+            (plan.output_dir / "config.yaml").write_text("x" * 100_000)  # not through write_atomically
+        assert disk_full_of_run(err.value, plan).args[0] == (
+            f"the disk is full: writing the run's output in {plan.output_dir} did not fit (0 B free); no checkpoint "
+            "was written yet; free space there, or move the output dir to a larger disk and point paths.output_dir "
+            "at it; then run the same command again: it starts over in the same MLflow run")
+        for path in (disk / "filler", plan.output_dir / "config.yaml"):
+            path.unlink()
+        torch.save({"state_dict": {}, "global_step": 12}, plan.ckpt_dir / "best.ckpt")
+        torch.save({"state_dict": {}, "global_step": 8}, plan.ckpt_dir / "last.ckpt")
+        assert str(disk_full_of_run(err.value, plan)).endswith(
+            "; the last complete checkpoint, best.ckpt (step 12), is kept; free space there, or move the output dir "
+            "to a larger disk and point paths.output_dir at it; then run the same command again: it resumes the same "
+            "MLflow run from that checkpoint")

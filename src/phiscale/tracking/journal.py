@@ -10,7 +10,9 @@
 - `sender.lock`: held by whichever process is sending (the training run, or `phiscale-sync`).
 - `rejected.jsonl`: entries MLflow refused outright (kept, never silently dropped).
 
-A torn last line (a process killed mid-write) is cut off when the journal is opened again.
+A torn last line (a process killed mid-write) is cut off when the journal is opened again. An
+entry that does not fit on the disk is cut off at once (DiskFull, one line): the entries before it
+stay whole, and nothing written later can follow a torn line.
 """
 
 from __future__ import annotations
@@ -25,8 +27,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from phiscale.errors import PhiscaleError
-from phiscale.paths import write_atomically
+from phiscale.errors import DiskFull, PhiscaleError, disk_full_errno
+from phiscale.paths import free_bytes, write_atomically
 
 TRACKING_DIR = "tracking"
 JOURNAL, CURSOR, RECORD, LOCK, REJECTED = "journal.jsonl", "sent.json", "run.json", "sender.lock", "rejected.jsonl"
@@ -100,6 +102,8 @@ class Journal:
             os.truncate(self.path, good)  # drop the torn tail before appending after it
         self.sent_seq = self._read_cursor()
         self.next_seq = len(entries)
+        self.on_disk = len(entries)  # entries in the file; those after it are kept in memory only (a full disk)
+        self._size = good
         self.pending: deque[dict[str, Any]] = deque(e for e in entries if e["seq"] > self.sent_seq)
         self.last_step: dict[str, int] = {}  # metric key -> highest step journaled
         self.params: dict[str, str] = {}
@@ -113,17 +117,42 @@ class Journal:
         self._cursor_written = time.monotonic()
 
     # -- writing -----------------------------------------------------------------------
-    def append(self, op: str, **fields: Any) -> dict[str, Any]:
-        """Add one entry (what the training step does; no network, no fsync)."""
+    def append(self, op: str, *, keep_if_full: bool = False, **fields: Any) -> dict[str, Any]:
+        """Add one entry (what the training step does; no network, no fsync). On a full disk the
+        entry is cut off again and DiskFull raised; with `keep_if_full` (a run's last entries: its
+        status must reach MLflow) it is kept in memory and sent, though not on disk."""
         with self._lock:
             entry = {"seq": self.next_seq, "t": now_ms(), "op": op, **fields}
-            self._file.write((json.dumps(entry, separators=(",", ":")) + "\n").encode())
+            if self.on_disk == self.next_seq:  # after one kept in memory, none goes to the file (no gap)
+                try:
+                    self._write((json.dumps(entry, separators=(",", ":")) + "\n").encode())
+                    self.on_disk += 1
+                except DiskFull:
+                    if not keep_if_full:
+                        raise
+            elif not keep_if_full:
+                raise PhiscaleError(f"{self.path} took no entry since the disk was full; only a run's last "
+                                    "entries are kept in memory (a bug: report it)")
             self.next_seq += 1
             self.pending.append(entry)
             self.last_entry_ms = entry["t"]
             self._remember(entry)
             self._lock.notify_all()
         return entry
+
+    def _write(self, line: bytes) -> None:
+        """The whole line, or nothing: a short write (a disk filling up) is cut off again."""
+        done = 0
+        try:
+            while done < len(line):
+                done += os.write(self._file.fileno(), line[done:])
+        except OSError as err:
+            os.ftruncate(self._file.fileno(), self._size)
+            if (code := disk_full_errno(err)) is None:
+                raise
+            raise DiskFull("appending to the run's journal", self.dir, len(line), free_bytes(self.dir), code=code,
+                           notes=(f"its {self.on_disk} entries so far are kept whole",)) from None
+        self._size += len(line)
 
     def _remember(self, entry: dict[str, Any]) -> None:
         if entry["op"] == "metrics":
@@ -180,7 +209,12 @@ class Journal:
             return -1  # a damaged cursor only means replaying entries, which the store deduplicates
 
     def _write_cursor(self) -> None:
-        write_atomically(self.dir / CURSOR, json.dumps({"seq": self.sent_seq}))
+        """Never past the file's last entry (one kept in memory is not replayed: the file lacks it).
+        A cursor that cannot be written (a full disk) only means replaying entries later."""
+        try:
+            write_atomically(self.dir / CURSOR, json.dumps({"seq": min(self.sent_seq, self.on_disk - 1)}))
+        except (DiskFull, OSError):  # or the file system gone read-only
+            pass
         self._cursor_written = time.monotonic()
 
     def reject(self, entry: dict[str, Any], reason: str) -> None:

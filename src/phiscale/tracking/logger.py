@@ -175,14 +175,15 @@ class RunLogger(Logger):
     @rank_zero_only
     def close(self, status: str, drain_timeout_s: float, error: str | None = None) -> int:
         """Journal the end (status, error), make it durable, and send what is left within
-        `drain_timeout_s`; returns the entries still unsent (0 when the store has everything)."""
+        `drain_timeout_s`; returns the entries still unsent (0 when the store has everything).
+        On a full disk the end is sent all the same (kept in memory: MLflow shows how the run ended)."""
         if self.journal is None:
             return 0
         if self._system_metrics is not None:
             self._system_metrics.stop()
         if error:
-            self.journal.append("tags", tags={ERROR_TAG: error[:TAG_VALUE_LIMIT]})
-        self.journal.append("status", status=STATUS.get(status, "FAILED"))
+            self.journal.append("tags", tags={ERROR_TAG: error[:TAG_VALUE_LIMIT]}, keep_if_full=True)
+        self.journal.append("status", status=STATUS.get(status, "FAILED"), keep_if_full=True)
         self.journal.sync()
         self.start_sending()  # a run that ended before its first step still sends its end
         left = self.journal.backlog if self.sender is None else self.sender.stop(drain_timeout_s)

@@ -34,7 +34,9 @@ def temp_path(path: Path) -> Path:
 
 
 def write_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike[str]) -> None:
-    """torch.save to a temporary file beside `path`, flush + fsync, os.replace, fsync the directory."""
+    """torch.save to a temporary file beside `path`, flush + fsync, os.replace, fsync the directory.
+    A write that fails removes its temporary; on a full disk that is one line (DiskFull, with the
+    bytes it needed and the bytes free), `path` as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.is_dir():  # a DeepSpeed checkpoint of an earlier stage (resume=weights into DDP): kept aside
@@ -48,8 +50,12 @@ def write_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike[str]) -
             f.flush()
             os.fsync(f.fileno())
         os.replace(temp, path)
-    except BaseException:
+    except BaseException as err:
         temp.unlink(missing_ok=True)
+        from phiscale.train.disk_room import checkpoint_disk_full
+
+        if isinstance(err, Exception) and (full := checkpoint_disk_full(err, path, checkpoint)) is not None:
+            raise full from None
         raise
     directory = os.open(path.parent, os.O_RDONLY)
     try:
@@ -119,11 +125,13 @@ def checkpoint_step(path: Path) -> int:
     """The optimizer step a checkpoint was saved at; OSError/RuntimeError/… when it cannot be read.
 
     A file is read with mmap (the tensors are not loaded): a truncated file has no zip central
-    directory and fails here at once. A DeepSpeed checkpoint directory is whole once its `latest`
-    tag exists (DeepSpeed writes it last); its step is not read here (-1)."""
+    directory and fails here at once. A DeepSpeed checkpoint directory is whole once the tag its
+    `latest` names holds every rank's files (PhiscaleError naming what is missing, else); its step
+    is not read here (-1)."""
     if path.is_dir():
-        if not (path / "latest").is_file():
-            raise FileNotFoundError(f"{path / 'latest'} is missing (the DeepSpeed save did not finish)")
+        from phiscale.train.deepspeed_checkpoint import checked_tag
+
+        checked_tag(path)
         return -1
     checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:

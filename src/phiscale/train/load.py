@@ -142,13 +142,12 @@ def _deepspeed_dir_and_tag(path: Path, tag: str | None) -> tuple[Path, str | Non
         if not (path / tag).is_dir():
             raise PhiscaleError(f"--tag {tag!r}: no folder {path / tag}; pass one of the tag folders in {path}")
         return path, tag
-    if (path / "latest").is_file():
+    if (path / "latest").exists():
         return path, None
     if any(path.glob("*model_states.pt")):  # a tag folder such as global_step10/ or checkpoint/
         return path.parent, path.name
-    tags = sorted(p.name for p in path.iterdir() if p.is_dir() and any(p.glob("*model_states.pt")))
-    if tags:
-        raise PhiscaleError(f"{path} has no 'latest' file; choose a checkpoint with --tag (one of {tags})")
+    if any(p.is_dir() and any(p.glob("*model_states.pt")) for p in path.iterdir()):
+        return path, None  # tags without `latest`: checked_tag names the newest whole one
     raise PhiscaleError(
         f"{path} is a directory but not a DeepSpeed checkpoint (no 'latest' file, no *model_states.pt); "
         "pass a Lightning last.ckpt directory, a deepspeed save_checkpoint directory, or a .ckpt file"
@@ -156,8 +155,12 @@ def _deepspeed_dir_and_tag(path: Path, tag: str | None) -> tuple[Path, str | Non
 
 
 def consolidate_deepspeed(path: Path, tag: str | None = None) -> dict:
-    """Merge a sharded DeepSpeed checkpoint (Lightning's or raw deepspeed's layout) into fp32."""
+    """Merge a sharded DeepSpeed checkpoint (Lightning's or raw deepspeed's layout) into fp32; a
+    tag with a file missing is one line (`deepspeed_checkpoint.checked_tag`), before DeepSpeed reads it."""
+    from phiscale.train.deepspeed_checkpoint import checked_tag
+
     ckpt_dir, tag = _deepspeed_dir_and_tag(path, tag)
+    tag = checked_tag(ckpt_dir, tag).name
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
     state = get_fp32_state_dict_from_zero_checkpoint(str(ckpt_dir), tag=tag)

@@ -74,8 +74,11 @@ def summary(plan: RunPlan, cfg, trainer, module, run_id: str | None, restarts: i
 
 
 def write_summary(plan: RunPlan, content: dict[str, Any]) -> Path:
+    """Atomically: a restart reads it (`plan.finished_summary`), and a full disk must not leave half of it."""
+    from phiscale.paths import write_atomically
+
     path = plan.output_dir / SUMMARY
-    path.write_text(json.dumps(content, indent=2))
+    write_atomically(path, json.dumps(content, indent=2))
     return path
 
 

@@ -394,6 +394,8 @@ def resume_checkpoint(cfg: DictConfig, ckpt_dir: Path):
             raise PhiscaleError(f"ckpt_path={cfg.ckpt_path} does not exist; give an existing .ckpt (or drop ckpt_path)")
         try:
             return ResumeChoice(path, max(checkpoint_step(path), 0))
+        except PhiscaleError:  # it says what is missing (a DeepSpeed directory's tag or shard)
+            raise
         except Exception as err:  # noqa: BLE001 (whatever it is, it cannot be resumed from)
             raise PhiscaleError(f"ckpt_path={cfg.ckpt_path} is not a readable checkpoint ({type(err).__name__}); "
                                 "give an intact .ckpt (or drop ckpt_path)") from None

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from phiscale.errors import DiskFull, disk_full_cause
 from phiscale.train.plan import (
     RunPlan,
     build_augment,
@@ -83,20 +84,48 @@ def run_training(cfg: DictConfig, extra_callbacks: Iterable[Any] = (), extra_tag
         best, best_state = checkpoint_io.best_so_far(plan.weights_from)
         extra_callbacks = [*extra_callbacks, StartAtStep(plan.resume_step, best, best_state)]
     trainer, stops = build_trainer(cfg, plan, logger, extra_callbacks)  # Lightning's own checks, before the run opens
-    status, error = "failed", None
+    status, error, unwritten = "failed", None, None
     try:
         if rank == 0:
             _open_run(logger, plan, cfg, model)
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(plan.resume_from) if plan.resume_from else None)
         status = "interrupted" if stops.signals.stopped_by_signal else "finished"
     except BaseException as err:
-        error = f"{type(err).__name__}: {err}"
-        raise
+        full = disk_full_of_run(err, plan)
+        error = f"{type(err).__name__}: {err}" if full is None else str(full)
+        if full is None:
+            raise
+        raise full from None  # one line: what did not fit, what is kept, and that the same command resumes
     finally:
-        summary = _close_run(logger, plan, cfg, trainer, module, stops, status, error, started,
-                             datamodule) if rank == 0 else {}
+        summary, unwritten = _close_run(logger, plan, cfg, trainer, module, stops, status, error, started,
+                                        datamodule) if rank == 0 else ({}, None)
     _end_processes(stops, trainer)
+    if unwritten is not None:  # the run ended as it should, but its summary is not on disk
+        raise disk_full_of_run(unwritten, plan)
     return summary
+
+
+def disk_full_of_run(err: BaseException, plan: RunPlan) -> DiskFull | None:
+    """A full disk anywhere in the run (a checkpoint, the journal, summary.json, config.yaml) as one
+    line (DiskFull) that adds the last complete checkpoint and what the same command does next;
+    None when the disk is not why `err` happened."""
+    from phiscale.paths import free_bytes
+    from phiscale.train.checkpoint_io import choose_resume
+
+    if not isinstance(err, DiskFull):
+        if (cause := disk_full_cause(err)) is None:
+            return None
+        what = f"writing {Path(cause.filename).name}" if cause.filename else "writing the run's output"
+        err = DiskFull(what, Path(cause.filename).parent if cause.filename else plan.output_dir, None,
+                       free_bytes(plan.output_dir), code=cause.errno)
+    ckpts = sorted(plan.ckpt_dir.glob("*.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True)
+    kept = choose_resume(ckpts)
+    move = ("free space there, or move the output dir to a larger disk and point paths.output_dir at it; then run "
+            "the same command again")
+    if kept.path is None:
+        return err.with_fix(["no checkpoint was written yet"], f"{move}: it starts over in the same MLflow run")
+    return err.with_fix([f"the last complete checkpoint, {kept.path.name} (step {kept.step}), is kept"],
+                        f"{move}: it resumes the same MLflow run from that checkpoint")
 
 
 RESUMED_FROM_TAG = "phiscale.resumed_from"
@@ -117,11 +146,12 @@ def _start_from_weights(plan: RunPlan, model, rank: int) -> dict | None:
 
 def _open_run(logger, plan: RunPlan, cfg: DictConfig, model) -> None:
     """Create or continue the MLflow run (through its journal); say what is starting."""
+    from phiscale.paths import write_atomically
     from phiscale.train import metadata
 
     record = logger.open()
     config = plan.output_dir / "config.yaml"
-    config.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    write_atomically(config, OmegaConf.to_yaml(cfg, resolve=True))  # eval and export read it: never half of it
     if plan.weights_from is not None:
         print(f"phiscale: starting {record.run_id or 'the journaled run'} from the weights of {plan.weights_from} "
               f"(step {plan.resume_step}) with a fresh optimizer; steps continue after {plan.resume_step}")
@@ -143,26 +173,36 @@ def _open_run(logger, plan: RunPlan, cfg: DictConfig, model) -> None:
 
 
 def _close_run(logger, plan: RunPlan, cfg: DictConfig, trainer, module, stops, status: str, error: str | None,
-               started: float, datamodule=None) -> dict:
+               started: float, datamodule=None) -> tuple[dict, DiskFull | None]:
     """Summary and best checkpoint into the journal, the end status, the backlog sent (within
-    tracking.drain_timeout_s); one line saying how it ended, one more if the store has not all of it."""
+    tracking.drain_timeout_s); one line saying how it ended, one more if the store has not all of it.
+    Returns the summary, and the DiskFull that kept it (or an artifact) off the disk: the end status
+    is sent all the same."""
     from phiscale import tracking
     from phiscale.train import metadata
 
     if logger.record is None:  # failed before the run opened: nothing to close
-        return {}
+        return {}, None
     summary = metadata.summary(plan, cfg, trainer, module, logger.run_id, logger.record.restarts, status, started)
-    summary_path = metadata.write_summary(plan, summary)
-    if status == "finished":
-        best = metadata.best_checkpoint_artifact(stops.best.best_model_path, cfg.tracking)
-        if best is not None:
-            logger.log_artifact(best, "checkpoints")
-        if (cfg.tracking.log_model or cfg.tracking.register) and stops.best.best_model_path:  # NAME needs a model
-            _log_model(logger, plan, cfg, Path(stops.best.best_model_path), datamodule, module.best_val_top1)
-    logger.log_artifact(summary_path)
+    unwritten = None
+    try:
+        summary_path = metadata.write_summary(plan, summary)
+        if status == "finished":
+            best = metadata.best_checkpoint_artifact(stops.best.best_model_path, cfg.tracking)
+            if best is not None:
+                logger.log_artifact(best, "checkpoints")
+            if (cfg.tracking.log_model or cfg.tracking.register) and stops.best.best_model_path:  # NAME needs a model
+                _log_model(logger, plan, cfg, Path(stops.best.best_model_path), datamodule, module.best_val_top1)
+        logger.log_artifact(summary_path)
+    except DiskFull as err:
+        unwritten = err
     left = logger.close(status, float(cfg.tracking.drain_timeout_s), error=error)
     summary["run_id"] = logger.run_id
-    metadata.write_summary(plan, summary)
+    if unwritten is None:
+        try:
+            metadata.write_summary(plan, summary)
+        except DiskFull as err:
+            unwritten = err
     print(f"phiscale: run {status}: {plan.run_name}, best val top-1 {summary['best_val_top1']:.4f} after "
           f"{summary['global_step']} steps in {summary['wall_time_s']:.0f} s; output {plan.output_dir}", flush=True)
     if left:
@@ -174,7 +214,7 @@ def _close_run(logger, plan: RunPlan, cfg: DictConfig, trainer, module, stops, s
         print(f"phiscale: MLflow run {logger.run_url}{browse}\n"
               f"phiscale: all runs {tracking.experiment_url(logger.tracking_uri, logger.record.experiment_id)}",
               flush=True)
-    return summary
+    return summary, unwritten
 
 
 def _log_model(logger, plan: RunPlan, cfg: DictConfig, best: Path, datamodule, best_val_top1: float) -> None:

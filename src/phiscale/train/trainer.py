@@ -22,6 +22,7 @@ from phiscale.train.callbacks import (
     ThroughputMonitor,
 )
 from phiscale.train.checkpoint_io import AtomicCheckpointIO
+from phiscale.train.disk_room import CheckpointRoom
 from phiscale.train.early_stop import asha_callbacks
 from phiscale.train.plan import RunPlan
 
@@ -70,6 +71,8 @@ def build_trainer(cfg: DictConfig, plan: RunPlan, logger, extra_callbacks: Itera
         enable_version_counter=False,
     )
     callbacks = [ShareRunId(), ThroughputMonitor(int(tcfg.log_every_n_steps)), last, signals, best]
+    if not str(tcfg.strategy).startswith("deepspeed"):  # its directories are another layout (disk_room)
+        callbacks.append(CheckpointRoom(plan.ckpt_dir))
     bar = progress_bar(tcfg.progress_bar)
     if tcfg.progress_bar == "auto" and not bar:  # a SLURM .out file: plain lines, not a redrawn bar
         callbacks.append(ProgressLines(int(tcfg.log_every_n_steps)))
