@@ -109,8 +109,11 @@ def series_markdown(points: dict[str, list[SeriesPoint]], plot: Path | None) -> 
                 row.append("–")
                 continue
             text = _mean_std(p.row) + (f" (×{p.macs_ratio:.2f})" if p.macs_ratio is not None else "")
-            row.append(f"**{text}**" if win and win[0] == name else text)
-        row += [win[0], f"{win[1]:+.4f}" + (f" ± {win[2]:.4f}" if win[2] is not None else "")] if win else ["shared", "–"]
+            row.append(f"**{text}**" if win and win[0] == name and win[1] > 0 else text)
+        if win is None:
+            row += ["shared", "–"]
+        else:
+            row += [win[0] if win[1] > 0 else "tie", f"{win[1]:+.4f}" + (f" ± {win[2]:.4f}" if win[2] is not None else "")]
         lines.append("| " + " | ".join(row) + " |")
     notes = rounding_notes(points)
     lines += ["", "MACs against the level's target: " + ("every point within "
