@@ -112,6 +112,15 @@ def print_summary(levels: dict[str, dict[str, dict]]) -> None:
               f"(standard error; ratio of top-1 {a['mean'] / b['mean']:.4f})")
 
 
+def _earlier_wall_s(out: Path, sweep_id: str) -> float | None:
+    """--collect keeps the wall time that the run which trained this sweep wrote down."""
+    try:
+        earlier = json.loads((out / "study.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return earlier.get("wall_s") if earlier.get("sweep_id") == sweep_id else None
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--file", type=Path, default=DEFAULT_FILE, help="the sweep file (default: %(default)s)")
@@ -139,7 +148,9 @@ def main() -> int:
     study = {"command": shlex.join(["python", "benchmarks/scaling_dims.py", *args.extra]),
              "submit_command": record.submit_command, "sweep_file": repo_path(record.sweep_file),
              "sweep_id": sweep_id, "max_parallel": args.max_parallel,
-             "wall_s": round(time.monotonic() - started, 1) if not args.collect else None,
+             "wall_s": round(time.monotonic() - started, 1) if not args.collect else _earlier_wall_s(args.out, sweep_id),
+             "series": list(dict.fromkeys(n for r in runs for n in r["series"].split(","))),
+             "phis": sorted({r["phi"] for r in runs}), "seeds": sorted({r["seed"] for r in runs}),
              "runs": runs, "levels": levels}
     (args.out / "study.json").write_text(json.dumps(study, indent=2) + "\n")
     print_summary(levels)
