@@ -10,7 +10,7 @@ from typing import Any
 from phiscale.errors import PhiscaleError
 
 CONSTRAINT_KEYS = ("product", "target", "rel_tol")
-Scalar = str | int | float | bool | None
+Scalar = str | int | float | bool | None  # a value in a sweep file (sweeps/file.py uses it too)
 
 
 def apply_constraint(

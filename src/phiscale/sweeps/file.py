@@ -49,7 +49,7 @@ import yaml
 
 from phiscale.errors import PhiscaleError
 from phiscale.models.scaling import ALPHA, BASE_RESOLUTION, BETA, GAMMA, compound, macs_ratio
-from phiscale.sweeps.constraint import apply_constraint
+from phiscale.sweeps.constraint import Scalar, apply_constraint
 from phiscale.sweeps.series import expand_series
 
 TOP_LEVEL_KEYS = ("name", "description", "base", "tags", "points", "grid", "series", "levels", "constraint", "seeds")
@@ -59,7 +59,6 @@ MAX_POINTS = 100_000
 _NAME = re.compile(r"^[A-Za-z0-9][\w.\-]*$")
 _BARE_VALUE = re.compile(r"^[\w.\-/:+]+$")
 
-Scalar = str | int | float | bool | None
 
 
 @dataclass(frozen=True)
