@@ -17,9 +17,9 @@ SCRIPTS = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scrip
 # Each of these costs a 2-core machine a quarter of a second or more to import.
 HEAVY = ("torch", "lightning", "torchmetrics", "mlflow", "deepspeed", "matplotlib", "scipy", "sklearn",
          "pandas", "numba", "ffcv", "sqlalchemy")
-# What a script's --help may hold beyond nothing, and why: phiscale.data's __init__ imports its loaders
-# (torch) eagerly, and the writer's defaults live in that package.
-HELP_NEEDS = {"phiscale-write-beton": {"torch"}}
+# What a script's --help may hold beyond nothing, and why (none today: phiscale.data imports its loaders,
+# and so torch, on first use).
+HELP_NEEDS: dict[str, set[str]] = {}
 
 
 def heavy_after(code: str, timeout: float = 600) -> set[str]:

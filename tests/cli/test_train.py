@@ -4,6 +4,7 @@ under the command line's own overrides."""
 from __future__ import annotations
 
 import subprocess
+import sys
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -27,6 +28,18 @@ def test_help_lists_the_config_groups():
     assert result.returncode == 0
     for group in ("model:", "data:", "trainer:", "optim:", "tracking:"):
         assert group in result.stdout
+
+
+def test_help_is_hydras_help_word_for_word():
+    """phiscale answers --help itself (Hydra's own took 0.8 s, issue 31): the same text, overrides applied."""
+    args = ["model=efficientnet_b3", "trainer=gpu", "--help"]
+    ours = subprocess.run([TRAIN, *args], capture_output=True, text=True, timeout=300)
+    hydras = subprocess.run([sys.executable, "-c", f"import sys; sys.argv = {['phiscale-train', *args]!r}\n"
+                             "from phiscale.cli.train import train_app; train_app()"],
+                            capture_output=True, text=True, timeout=300)
+    assert ours.returncode == hydras.returncode == 0, ours.stderr + hydras.stderr
+    assert "name: efficientnet_b3" in ours.stdout and "accelerator: gpu" in ours.stdout, ours.stdout
+    assert ours.stdout == hydras.stdout
 
 
 def test_the_first_line_comes_from_the_config_on_rank_zero_only(monkeypatch, capsys):
