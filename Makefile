@@ -1,8 +1,9 @@
-# phiscale: `make demo` trains the embedded default; `make test` runs the test suite.
+# phiscale: `make demo` trains the embedded default; `make test` runs the test suite; `make docs` builds
+# the documentation site into site/ (`$(BIN)/mkdocs serve` previews it).
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test docs lint bench clean
 setup:
 	@bash scripts/setup.sh
 
@@ -12,6 +13,9 @@ demo: setup
 test: setup
 	bash scripts/test.sh
 
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 lint: setup
 	$(BIN)/ruff check .
 
@@ -20,4 +24,4 @@ bench: setup
 	$(BIN)/python benchmarks/overhead.py
 
 clean:
-	rm -rf outputs multirun .pytest_cache
+	rm -rf outputs multirun .pytest_cache site

@@ -39,7 +39,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   # FFCV 1.0.2 has no wheels; its build needs numpy/opencv present (no build isolation).
   "${pip[@]}" numpy cython pkgconfig opencv-python-headless
   "${pip[@]}" --no-build-isolation "ffcv==1.0.2"
-  # The project, with psycopg[binary] (phiscale-server's PostgreSQL driver, in pyproject.toml).
-  "${pip[@]}" -e ".[dev,ffcv]"
+  # The project, with psycopg[binary] (phiscale-server's PostgreSQL driver, in pyproject.toml);
+  # [docs]: MkDocs and its Material theme, for `make docs` and the site's tests.
+  "${pip[@]}" -e ".[dev,ffcv,docs]"
   echo "$want" > "$stamp"
 fi
