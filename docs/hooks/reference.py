@@ -115,7 +115,10 @@ def parsers_of(module) -> list[argparse.ArgumentParser]:
 
 def cli_page(script: str, target: str) -> str:
     module_name = target.split(":")[0]
-    module = importlib.import_module(module_name)
+    if module_name in sys.modules:  # `mkdocs serve` rebuilding after an edit: read the parser anew
+        module = importlib.reload(sys.modules[module_name])
+    else:
+        module = importlib.import_module(module_name)
     doc = (inspect.getdoc(module) or "").strip()
     head = [f"# {script}", "", f"*Generated from `{module_name}` at build time.* {md_text(first_line(doc))}", ""]
     parsers = parsers_of(module)
