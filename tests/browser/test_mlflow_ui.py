@@ -77,7 +77,8 @@ def trained(mlflow_server, tmp_path_factory) -> TrainedRun:
     for name in SYSTEM_METRICS:
         steps = [m.step for m in client.get_metric_history(run.info.run_id, f"system/{name}")]
         assert len(steps) >= 2 and sorted(steps) == list(range(len(steps))), f"system/{name}: steps {steps}"
-    (logged,) = client.search_logged_models([experiment.experiment_id])
+    # the tensor model `model`; tracking.register also logs `model-images` (tests/tracking/test_image_model.py)
+    (logged,) = [m for m in client.search_logged_models([experiment.experiment_id]) if m.name == "model"]
     return TrainedRun(mlflow_server.url, experiment.experiment_id, run.info.run_id, run.info.run_name,
                       printed[-1], experiment_links[-1], run.data.metrics["val/top1"], logged.model_id)  # fmt: skip
 

@@ -57,6 +57,8 @@ def test_a_local_sweep_with_seeds_and_its_report(tmp_path):
     best = client.get_model_version_by_alias("seeded-net", "best")
     top1 = {r.info.run_id: r.data.metrics["val/top1_best"] for r in children}
     assert top1[best.run_id] == max(top1.values()), f"best is {top1[best.run_id]}, the winner {max(top1.values())}"
+    twin = client.get_model_version_by_alias("seeded-net-images", "best")  # image files in: the same run's network
+    assert twin.run_id == best.run_id and twin.tags["phiscale.twin_model_id"] == best.source.removeprefix("models:/")
 
     out = tmp_path / "report"
     report = subprocess.run([sys.executable, "-m", "phiscale.cli.report", "--sweep", "seeded", "--root",

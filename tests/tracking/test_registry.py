@@ -12,7 +12,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from phiscale.errors import PhiscaleError
-from phiscale.tracking.registry import SCORE_TAG, best_version, check_name
+from phiscale.tracking.registry import SCORE_TAG, TWIN_MODEL_TAG, best_version, check_name
 
 # One registration, started when the go-file appears (all of them at once), as a sweep's array ends.
 REGISTER = """
@@ -36,6 +36,15 @@ def test_the_best_version_is_the_highest_score_and_the_earliest_of_a_tie():
     assert best_version([version(1, "0.5"), version(2, "0.9"), version(3, "0.7")]) == "2"
     assert best_version([version(1, "0.9"), version(2, "0.9")]) == "1", "a tie never moves the alias"
     assert best_version([version(1, None), version(2, "oops")]) is None, "versions without a score are not ranked"
+
+
+def test_a_twin_names_best_is_the_twin_of_its_originals_best_whatever_the_scores_say():
+    """NAME-images follows NAME: two runs that tie, registered in one order under NAME and in the other
+    under NAME-images, still point both `best`s at one run's network."""
+    twins = [SimpleNamespace(version="1", tags={SCORE_TAG: "0.9", TWIN_MODEL_TAG: "m-b"}),
+             SimpleNamespace(version="2", tags={SCORE_TAG: "0.9", TWIN_MODEL_TAG: "m-a"})]
+    assert best_version(twins, twin_model_id="m-a") == "2"
+    assert best_version(twins, twin_model_id="m-unregistered-yet") == "1", "by score until its twin is registered"
 
 
 @pytest.mark.parametrize("name", ["", "a/b", "x:y", "n@best", " pad"])

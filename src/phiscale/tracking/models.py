@@ -6,28 +6,57 @@ MLflow's own pt2 format (torch.export: loading it needs torch and mlflow, never 
 into a LoggedModel whose source run is the run (params, the val metrics at the checkpoint's step,
 the files) and, with `tracking.register=NAME`, a version of NAME (`registry`). Like every journal
 entry it is sent at least once, survives an outage and is sent by `phiscale-sync` in offline mode.
+
+With `tracking.register=NAME` the sender also saves and registers `NAME-images`: MLflow
+models-from-code (`image_model.py`, self-contained) around the same network, taking encoded image
+files and answering class names, its `best` alias on the twin of NAME's (`registry.settle_best_alias`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 MODEL_DIR = "model"
 MODEL_NAME = "model"
 KEY_TAG = "phiscale.model_key"  # the run's journal entry: a resend finds the LoggedModel again
+IMAGES = "-images"  # NAME-images: the image-file model beside NAME (and its LoggedModel, model-images)
+IMAGE_MODEL_CODE = Path(__file__).with_name("image_model.py")
+PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+DEFAULT_CROP_RATIO = 0.875  # phiscale.data.batch_loader.DEFAULT_CROP_RATIO, for a data config without one
+
+
+class UnsavedModel(Exception):
+    """The image-file model could not be saved here: the sender refuses the entry with this line."""
 
 
 def signature(num_classes: int, resolution: int):
-    """uint8 (N, 3, H, W) in, float32 logits (N, num_classes) out; N is free (-1)."""
+    """uint8 (N, 3, H, W) in, float32 logits (N, num_classes) out; N is free (-1). The input has no
+    name: pyfunc's schema enforcement hands a named tensor input to the flavor as a dict, which
+    MLflow's PyTorch wrapper refuses (mlflow/models/utils.py `_enforce_tensor_schema`)."""
     import numpy as np
     from mlflow.models import ModelSignature
     from mlflow.types import Schema, TensorSpec
 
     return ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, 3, resolution, resolution), "images")]),
+        inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, 3, resolution, resolution))]),
         outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, num_classes), "logits")]),
+    )
+
+
+def images_signature(top_k: int = 5):
+    """A column `image` of encoded files in; per row label, probability and top_k out; param k."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+    from mlflow.types.schema import Array, Object, Property
+
+    pairs = Array(Object([Property("label", "string"), Property("probability", "double")]))
+    return ModelSignature(
+        inputs=Schema([ColSpec("binary", "image")]),
+        outputs=Schema([ColSpec("string", "label"), ColSpec("double", "probability"), ColSpec(pairs, "top_k")]),
+        params=ParamSchema([ParamSpec("k", "long", top_k)]),
     )
 
 
@@ -40,6 +69,71 @@ def requirements() -> list[str]:
 
     return [f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}",
             f"numpy=={numpy.__version__}"]
+
+
+def images_requirements() -> list[str]:
+    """What image_model.py imports, at this process's versions."""
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name).split('+')[0]}" for name in ("torch", "pillow", "numpy", "pandas", "mlflow")]
+
+
+def images_config(params: Mapping[str, str]) -> dict[str, Any]:
+    """image_model.py's model_config from the LoggedModel's params: the class names and how the run's
+    validation cut its images (data.loader, data.crop_ratio) at the eval resolution."""
+    import json
+
+    data = json.loads(params["data"])
+    return {"class_names": json.loads(params["class_names"]), "resolution": int(params["eval_resolution"]),
+            "crop_ratio": float(data.get("crop_ratio") or DEFAULT_CROP_RATIO),
+            "resize": "torch" if data.get("loader") == "torch" else "ffcv"}
+
+
+def save_images_model(network_dir: Path, params: Mapping[str, str], out_dir: Path) -> Path:
+    """Save the image-file model (image_model.py around the pt2 archive of the tensor model in
+    `network_dir`) into `out_dir`; its input example is the tensor model's first image as a PNG."""
+    import io
+    import shutil
+
+    import mlflow.pyfunc
+    import pandas as pd
+    from mlflow.models import Model
+    from PIL import Image
+
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    tensor_model = Model.load(str(network_dir / "MLmodel"))
+    archive = network_dir / tensor_model.flavors["pytorch"]["model_data"] / "model.pt2"  # MLflow's pt2 layout
+    example = tensor_model.load_input_example(str(network_dir))
+    png = io.BytesIO()
+    Image.fromarray(example[0].transpose(1, 2, 0)).save(png, format="PNG")
+    with quiet_saving():
+        mlflow.pyfunc.save_model(str(out_dir), python_model=str(IMAGE_MODEL_CODE), artifacts={"network": str(archive)},
+                                 model_config=images_config(params), signature=images_signature(),
+                                 input_example=pd.DataFrame({"image": [png.getvalue()]}),
+                                 pip_requirements=images_requirements())
+    return out_dir
+
+
+@contextmanager
+def quiet_saving():
+    """Without the progress bar of MLflow's copy of a local artifact and its INFO line on validating
+    the input example: the run's output keeps its one line per logged model."""
+    import logging
+    import os
+
+    log = logging.getLogger("mlflow.pyfunc")
+    level, bar = log.level, os.environ.get(PROGRESS_BAR)
+    log.setLevel(logging.WARNING)
+    os.environ[PROGRESS_BAR] = "false"
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+        if bar is None:
+            os.environ.pop(PROGRESS_BAR, None)
+        else:
+            os.environ[PROGRESS_BAR] = bar
 
 
 def save_serving_model(model, example, num_classes: int, out_dir: Path) -> Path:
@@ -60,10 +154,8 @@ def save_serving_model(model, example, num_classes: int, out_dir: Path) -> Path:
 def send_model(mlflow, entry: Mapping[str, Any], *, run_id: str, experiment_id: str, output_dir: Path,
                tracking_uri: str) -> str:
     """The sender's half: the LoggedModel (found again on a resend), its metrics at the checkpoint's
-    step linked to the run, its files, READY; then the registration. Returns the model id."""
-    from mlflow.entities import LoggedModelOutput, LoggedModelStatus, Metric
-    from mlflow.models import Model
-
+    step linked to the run, its files, READY; then the registration, and NAME-images beside NAME.
+    Returns the model id."""
     from phiscale.tracking import registry
 
     path = Path(entry["path"])
@@ -71,10 +163,37 @@ def send_model(mlflow, entry: Mapping[str, Any], *, run_id: str, experiment_id: 
     if not (path / "MLmodel").is_file():
         raise FileNotFoundError(f"{path}/MLmodel is missing")
     key = f"{run_id}:{entry['seq']}"
+    name = entry.get("name", MODEL_NAME)
+    model_id = _log_files(mlflow, entry, path, key=key, name=name, run_id=run_id, experiment_id=experiment_id)
+    if entry.get("register"):
+        registry.register_version(mlflow, entry["register"], model_id=model_id, run_id=run_id, score=score(entry),
+                                  tracking_uri=tracking_uri)
+        images = path.parent / f"{path.name}{IMAGES}"
+        if not (images / "MLmodel").is_file():
+            try:
+                save_images_model(path, entry["params"], images)
+            except Exception as err:  # noqa: BLE001 (a local failure, not the store's: sending again won't help)
+                raise UnsavedModel(f"{entry['register']} is registered, {entry['register']}{IMAGES} was not saved "
+                                   f"({type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''})"
+                                   ) from None
+        images_id = _log_files(mlflow, entry, images, key=f"{key}{IMAGES}", name=f"{name}{IMAGES}", run_id=run_id,
+                               experiment_id=experiment_id)
+        registry.register_version(mlflow, f"{entry['register']}{IMAGES}", model_id=images_id, run_id=run_id,
+                                  score=score(entry), tracking_uri=tracking_uri, twin_of=(entry["register"], model_id))
+    return model_id
+
+
+def _log_files(mlflow, entry: Mapping[str, Any], path: Path, *, key: str, name: str, run_id: str,
+               experiment_id: str) -> str:
+    """The LoggedModel of `path` (found again by `key` on a resend): the entry's params and metrics,
+    the files, READY. Returns its id."""
+    from mlflow.entities import LoggedModelOutput, LoggedModelStatus, Metric
+    from mlflow.models import Model
+
     found = [m for m in mlflow.search_logged_models([experiment_id], filter_string=f"source_run_id = '{run_id}'")
              if m.tags.get(KEY_TAG) == key]
     model = found[0] if found else mlflow.create_logged_model(
-        experiment_id, name=entry.get("name", MODEL_NAME), source_run_id=run_id, tags={KEY_TAG: key},
+        experiment_id, name=name, source_run_id=run_id, tags={KEY_TAG: key},
         params={k: str(v) for k, v in entry["params"].items()}, model_type="image-classifier")
     step = int(entry["step"])
     if str(getattr(model.status, "name", model.status)) != "READY":
@@ -88,10 +207,6 @@ def send_model(mlflow, entry: Mapping[str, Any], *, run_id: str, experiment_id: 
         mlmodel.save(str(path / "MLmodel"))
         mlflow.log_model_artifacts(model.model_id, str(path))
         mlflow.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
-    if entry.get("register"):
-        registry.register_version(mlflow, entry["register"], model_id=model.model_id, run_id=run_id,
-                                  score=score(entry),
-                                  tracking_uri=tracking_uri)
     return model.model_id
 
 

@@ -325,16 +325,17 @@ class Sender:
 
     def _log_model(self, entry: dict[str, Any]) -> None:
         """The run's model as a LoggedModel (and a registered version): `tracking.models.send_model`."""
-        from phiscale.tracking.models import send_model
+        from phiscale.tracking.models import IMAGES, UnsavedModel, send_model
 
         started = time.monotonic()
         try:
             model_id = send_model(self.mlflow, entry, run_id=self.record.run_id,
                                   experiment_id=self.record.experiment_id, output_dir=self.output_dir,
                                   tracking_uri=self.uri)
-        except FileNotFoundError as err:
+        except (FileNotFoundError, UnsavedModel) as err:
             raise Refused(str(err)) from None
-        what = f", registered as {entry['register']}" if entry.get("register") else ""
+        name = entry.get("register")
+        what = f", registered as {name} (and {name}{IMAGES}: image files in, class names out)" if name else ""
         self.log(f"phiscale: logged model models:/{model_id}{what} in {time.monotonic() - started:.1f} s")
 
     # -- bookkeeping and the two log lines ----------------------------------------------------------
