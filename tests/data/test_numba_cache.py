@@ -4,6 +4,7 @@ under the phiscale cache, torch's thread count kept across `import ffcv`."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import warnings
@@ -53,6 +54,49 @@ def test_ffcv_pipeline_code_is_cached_under_the_phiscale_cache(tmp_path):
     assert cached, "no numba cache index written: every process would compile FFCV's pipeline again"
 
 
+# A fresh process: one train and one val batch of the digits; names the functions numba compiled (not
+# loaded from its cache) while it did so.
+DECODES = """
+import json, sys
+from numba.core import event
+from phiscale.data import ensure_digits, make_train_loader, make_val_loader
+
+compiled = []
+class Compiles(event.Listener):
+    def on_start(self, e):
+        pass
+    def on_end(self, e):
+        compiled.append(e.data["dispatcher"].py_func.__qualname__)
+digits = ensure_digits()
+args = dict(batch_size=64, num_workers=1, resolution=32, mean=[79.0] * 3, std=[88.9] * 3, device="cpu")
+train = make_train_loader(digits.train_beton, min_crop_scale=0.6, flip_prob=0.5, seed=3, **args)
+val = make_val_loader(digits.val_beton, **args)
+with event.install_listener("numba:compile", Compiles()):
+    x, _ = next(iter(train))
+    v, _ = next(iter(val))
+print(json.dumps({"compiled": sorted(set(compiled)), "sums": [float(x.sum()), float(v.sum())]}), flush=True)
+import os
+os._exit(0)  # FFCV's loader threads stop at the end of an epoch, not of the process
+"""
+
+
+def test_a_second_process_loads_the_decoders_from_the_cache_and_adds_nothing_to_it(tmp_path):
+    """Each image decoder's stage (the seeded train crop, FFCV's val centre crop) compiles once per cache,
+    not once per process (1.2 s of every run's start, issue 31), and a process that finds it cached writes
+    no new cache entry (numba's key held each process's random dispatcher uuids: the cache grew per run)."""
+    import json
+
+    cache = tmp_path / "cache"
+    first = json.loads(run(DECODES, PHISCALE_CACHE=str(cache)))
+    files = sorted(p.relative_to(cache) for p in cache.rglob("*.nb[ic]"))
+    second = json.loads(run(DECODES, PHISCALE_CACHE=str(cache)))
+    decodes = [name for name in first["compiled"] if name.endswith(".decode")]
+    assert len(decodes) == 2, f"the train and val decode stages compile in a fresh cache: {first['compiled']}"
+    assert not [name for name in second["compiled"] if name.endswith(".decode")], second["compiled"]
+    assert sorted(p.relative_to(cache) for p in cache.rglob("*.nb[ic]")) == files, "the second process added entries"
+    assert second["sums"] == first["sums"], "the cached stages decode the same images"
+
+
 def test_the_users_choices_win():
     code = ("import os, numba; from phiscale.data.numba_cache import enable_disk_cache, set_threading_layer\n"
             "set_threading_layer(); enable_disk_cache()\n"
@@ -79,4 +123,5 @@ def test_uncacheable_warnings_are_quiet_and_other_numba_warnings_are_not():
         warnings.warn("Cannot cache compiled function \"decode\" as it uses dynamic globals", NumbaWarning,
                       stacklevel=1)
         warnings.warn("something else", NumbaWarning, stacklevel=1)
-    assert [str(w.message) for w in seen] == ["something else"]
+    # numba bolds a warning's text once its config is loaded (numba/core/errors.py), whatever the test order
+    assert [re.sub(r"\x1b\[[0-9;]*m", "", str(w.message)) for w in seen] == ["something else"]

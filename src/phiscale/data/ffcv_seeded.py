@@ -15,8 +15,9 @@ from collections.abc import Callable
 
 import numpy as np
 from ffcv.fields.rgb_image import IMAGE_MODES, RandomResizedCropRGBImageDecoder
-from ffcv.libffcv import imdecode, resize_crop
 from ffcv.pipeline.compiler import Compiler
+
+from phiscale.data.libffcv_cached import imdecode, resize_crop
 
 UINT32 = 2**32
 

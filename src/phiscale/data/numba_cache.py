@@ -47,6 +47,26 @@ def _cacheable(code) -> bool:
         return False
 
 
+def _named_by_content(dispatcher, signature, options: dict):
+    """`dispatcher`, its uuid made from what it compiles (function, signature, options) instead of numba's
+    random one. Numba's cache key of a function includes its closure's values pickled (numba/core/caching.py,
+    `_index_key`), and a dispatcher pickles with its uuid (and the signatures it was built for, whose numba
+    types pickle with a per-process counter): a function holding compiled helpers in its closure, as every
+    FFCV decoder's `decode` does, missed the cache in every process and added one more entry to it. Named
+    by content, the key is the same in every process; two dispatchers of one name compile the same thing,
+    so numba's unpickling may take either."""
+    import hashlib
+
+    from numba.core.serialize import dumps
+
+    digest = hashlib.sha256(dumps((dispatcher.py_func, str(signature), sorted(options.items())))).hexdigest()
+    try:
+        dispatcher._set_uuid(f"phiscale-{digest}")
+    except AssertionError:  # already named (pickled or asked before): keep it
+        pass
+    return dispatcher
+
+
 def _patch_ffcv_compiler(compiler_cls) -> None:
     """Make `ffcv.pipeline.compiler.Compiler.compile` pass `cache=True` to numba where it can, and its
     `set_num_threads` size numba's decode threads only, never torch's."""
@@ -61,7 +81,9 @@ def _patch_ffcv_compiler(compiler_cls) -> None:
         options = dict(fastmath=True, nogil=True, error_model="numpy", parallel=parallel)
         if hasattr(code, "py_func"):  # already a numba dispatcher
             return code
-        return njit(signature, cache=_cacheable(code), **options)(code)
+        # compiled at first call, for the types it is called with, not for `signature` now: a dispatcher built
+        # for a signature pickles it, and numba's types pickle with a per-process counter (see _named_by_content)
+        return _named_by_content(njit(cache=_cacheable(code), **options)(code), signature, options)
 
     def set_num_threads(cls, n):  # ffcv 1.0.2's also calls torch.set_num_threads(n) (compiler.py), and
         # its loader calls it from the EpochIterator thread each epoch: torch would get the loader's count
@@ -115,6 +137,9 @@ def import_ffcv() -> ModuleType:
     finally:
         torch.set_num_threads(threads)
     _patch_ffcv_compiler(ffcv.pipeline.compiler.Compiler)
+    from phiscale.data.libffcv_cached import use_in_ffcv_decoders
+
+    use_in_ffcv_decoders()  # the decoders' stages cached too, not JIT-compiled in every process
     quiet_uncacheable_warnings()
     return ffcv
 
