@@ -90,8 +90,26 @@ def check_pinned(cfg: DictConfig, pinned: dict[str, str], sweep_id: str) -> None
 
 def main() -> None:
     """The console script: `--help` answered here (see `print_help`), everything else by Hydra."""
-    if not print_help(sys.argv[1:]):
+    if print_help(sys.argv[1:]):
+        return
+    try:
         train_app()
+    finally:
+        leave_the_heap_to_the_os()
+
+
+def leave_the_heap_to_the_os() -> None:
+    """Before the interpreter shuts down: keep the garbage collector's passes off everything this process
+    imported and built (torch, Lightning, MLflow, SQLAlchemy, numba), 1.5-2 s of a 1-step run's 7.5 s on
+    2 cores (issue 31), paid by every run, array task and sweep point. Exit handlers and module teardown
+    still run; only garbage in reference cycles is left for the OS to reclaim, and nothing of a run waits
+    on it: its journal, checkpoints and summary are written and closed, the sender joined, before this."""
+    import gc
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    gc.freeze()
+    gc.disable()
 
 
 @hydra.main(config_path=str(conf_dir()), config_name="train", version_base="1.3")
