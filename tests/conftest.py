@@ -106,8 +106,12 @@ def populate(tracking_uri: str, experiment: str) -> str:
     from mlflow.entities import Metric
     from mlflow.tracking import MlflowClient
 
+    from phiscale.tracking.store import artifact_location
+
     client = MlflowClient(tracking_uri)
-    experiment_id = client.create_experiment(experiment)
+    # artifacts beside a sqlite store, as phiscale's own experiments keep them: MLflow's default is ./mlruns
+    # of the directory pytest runs in, where a report logged to this experiment left its files
+    experiment_id = client.create_experiment(experiment, artifact_location=artifact_location(tracking_uri, experiment))
     now = int(time.time() * 1000)
     for run in RUNS:
         start = now - int((run.hours if run.running else run.hours + 1) * HOUR_MS)
@@ -159,9 +163,11 @@ def sqlite_store(tmp_path_factory, fake_sweep) -> str:
     experiment "sweep", and an experiment "empty" without runs."""
     from mlflow.tracking import MlflowClient
 
+    from phiscale.tracking.store import artifact_location
+
     uri = f"sqlite:///{tmp_path_factory.mktemp('store') / 'mlflow.db'}"
     fake_sweep.populate(uri, "sweep")
-    MlflowClient(uri).create_experiment("empty")
+    MlflowClient(uri).create_experiment("empty", artifact_location=artifact_location(uri, "empty"))
     return uri
 
 
