@@ -18,6 +18,8 @@ import pytest
 from support.runs import NO_MODEL, wait_for
 from support.slurm_sweeps import logs, sweep_cli
 
+from phiscale.tracking.journal import RunRecord
+
 pytestmark = pytest.mark.slurm
 
 ACCURACY = 0.95  # best val top-1 every point must reach (the bar for the digits recipe)
@@ -49,9 +51,12 @@ def test_submit_cancel_status_resume_ends_with_three_finished_children(slurm, tm
     job = record["submissions"][0]["array_job_id"]
     assert f"queued SLURM array job {job}: sbatch --array=0-2 " in submitted.stdout
 
-    # Cancel run 1 once it has a checkpoint (its signal handlers are in place; it is mid-run).
+    # Cancel run 1 once it has a checkpoint (its signal handlers are in place; it is mid-run) and its MLflow
+    # run is open (the sender opens it after the first step: on a loaded machine, after the checkpoint too).
     ckpt = record_dir / "points" / "1" / "checkpoints" / "last.ckpt"
-    wait_for(ckpt.exists, 900, f"run 1 of {sweep_id} wrote no {ckpt}",
+    tracking = record_dir / "points" / "1" / "tracking"
+    wait_for(lambda: ckpt.exists() and getattr(RunRecord.load(tracking), "run_id", None), 900,
+             f"run 1 of {sweep_id} wrote no {ckpt} or opened no MLflow run",
              details=lambda: logs(record_dir) + slurm.log_tails())
     slurm.run("scancel", f"{job}_1")
     cancelled_at = time.monotonic()
