@@ -3,7 +3,7 @@
 ffcv 1.0.2 calls its C library through ctypes function objects (ffcv/libffcv.py), whose addresses numba
 bakes into the machine code as constants: every pipeline stage that calls them (each image decoder's
 `decode`) is "uncacheable" and JIT-compiles again in every process, 1.2 s for the train decode on 2
-cores (issue 31, measured with numba's compile events), about as much again for the val decode. Here the
+cores (issue 31, measured with numba's compile events), 0.3 s more for the val decode. Here the
 same two C functions are declared to numba by a symbol name of our own (numba's `ExternalFunction`),
 bound to their address in this process (`llvmlite.binding.add_symbol`), so the compiled code holds a
 name, not an address, and numba's disk cache (`phiscale.data.numba_cache`) keeps it.
