@@ -211,9 +211,15 @@ def test_a_password_changed_mid_run_keeps_the_journal_and_sync_sends_it_later(pg
         while journal.backlog and time.monotonic() < deadline:
             time.sleep(0.1)
         assert journal.backlog == 0 and record.run_id, lines
+        old_pw_last_accepted = time.monotonic()  # the sender has nothing left to send: its last request is done
         passwd = server_cli("user", "passwd", "--dir", srv, "carol")
         assert passwd.returncode == 0, passwd.stderr
         new_pw = passwd.stdout.strip().removeprefix("password for carol: ")
+        # A worker that accepted the old password keeps that check for AUTH_CACHE_TTL_S (MLflow's TTLCache: from
+        # when it was made, a hit does not renew it), and which worker takes a request depends on the machine's
+        # load: the new steps are journaled once every such check has expired, so the sender's next request is
+        # refused whichever worker takes it (a loaded run once sent them all through a worker that still held it).
+        time.sleep(max(0.0, old_pw_last_accepted + AUTH_CACHE_TTL_S + 1 - time.monotonic()))
         refused_everywhere(url, f"/api/2.0/mlflow/runs/get?run_id={record.run_id}", "carol", old_pw)
         for step in range(1, 51):
             journal.append("metrics", values=[["loss", 1.0 / step, now_ms(), step]])
