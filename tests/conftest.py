@@ -17,18 +17,21 @@ os.environ.setdefault("PHISCALE_CACHE", str(ROOT / ".cache" / "phiscale"))
 os.environ.setdefault("NUMBA_THREADING_LAYER", "omp")
 
 import pytest  # noqa: E402
-from support import recipe_lane  # noqa: E402
+from support import background, recipe_lane  # noqa: E402
 from support.runs import FAST  # noqa: E402
 from support.tracking_servers import pg_server, server_cli_fixture, server_dir_fixture  # noqa: E402, F401
 
 
 @pytest.hookimpl(trylast=True)  # after -m / -k have deselected
 def pytest_collection_modifyitems(config, items):
-    """The all-models recipe test goes last, its training starts now in the idle CPU time (recipe_lane)."""
+    """The tests that wait on a long command go to the end, their commands start now in the idle CPU time
+    (background); the all-models recipe test goes last of all, its training also starting now (recipe_lane)."""
+    background.schedule(config, items)
     recipe_lane.schedule(config, items)
 
 
 def pytest_unconfigure(config):
+    background.stop(config)
     recipe_lane.stop(config)
 
 

@@ -13,6 +13,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from support import background
 
 ROOT = Path(__file__).resolve().parents[2]
 KIT_SCRIPT = ROOT / "benchmarks" / "gpu_kit.sh"
@@ -24,7 +25,7 @@ NAMED_WHEELS = ("mlflow-skinny", "sqlalchemy", "alembic", "hydra-core", "omegaco
 NAMED_DEBS = ("libturbojpeg0", "libturbojpeg0-dev", "libopencv-core406", "libopencv-core-dev",
               "libopencv-imgproc406", "libopencv-imgproc-dev")
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.background("gpu-kit")]
 
 
 def load_deps_module():
@@ -56,10 +57,18 @@ def python312() -> str | None:
     return None
 
 
+@background.job("gpu-kit")
+def fill_the_kit(_dir) -> tuple[list[str], dict[str, str]]:
+    """gpu_kit.sh fills .whl/ and .debs/ (downloads, on a fresh clone): started with the session, while
+    the other tests run (support/background.py)."""
+    return ["bash", str(KIT_SCRIPT)], {"PYTHON": sys.executable}
+
+
 @pytest.fixture(scope="module")
-def kit():
-    result = run_kit()
+def kit(request):
+    result = background.result(request.config, "gpu-kit")
     assert result.returncode == 0, f"gpu_kit.sh failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    background.passed(request.config, "gpu-kit")
     return result
 
 

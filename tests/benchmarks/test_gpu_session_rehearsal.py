@@ -24,6 +24,10 @@ STEPS = ("kit", "ffcv", "images", "betons", "d_resume", *TRAINING, "e_bare", "f_
 FIGURES = ("images_per_s", "step_time_ms", "data_wait_frac", "peak_memory_gib", "achieved_tflops")
 
 
+# The rehearsal's tests run late (support/background.py): beside the background commands' start it took 3x as long.
+pytestmark = pytest.mark.late
+
+
 @pytest.fixture(scope="module")
 def rehearsal(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("session")

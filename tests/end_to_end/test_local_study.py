@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
+from support import background
 from support.runs import NO_MODEL
 
 from phiscale.report.study import SCALE_PNG, SEARCH_CSV, SEARCH_PNG
@@ -20,12 +21,19 @@ ROOT = Path(__file__).resolve().parents[2]
 COEFFICIENTS = ("model.alpha", "model.beta", "model.gamma")
 
 
+@background.job("digits-study")
+def submit_the_study(root) -> tuple[list[str], dict[str, str]]:
+    """The whole study: started with the session, in the cores' idle time (support/background.py)."""
+    store = [f"paths.root={root}/out", f"tracking.uri=sqlite:///{root}/mlflow.db", "tracking.experiment=study", NO_MODEL]
+    return [sys.executable, "-m", "phiscale.cli.sweep", "submit", str(ROOT / "sweeps/compound_digits.yaml"), *store,
+            "--local"], {}
+
+
 @pytest.mark.slow
-def test_the_shipped_digits_study_runs_here_stage_after_stage_and_reports(tmp_path):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    store = [f"paths.root={tmp_path}/out", f"tracking.uri={uri}", "tracking.experiment=study", NO_MODEL]
-    done = subprocess.run([sys.executable, "-m", "phiscale.cli.sweep", "submit", str(ROOT / "sweeps/compound_digits.yaml"),
-                           *store, "--local"], capture_output=True, text=True, timeout=3000)
+@pytest.mark.background("digits-study")
+def test_the_shipped_digits_study_runs_here_stage_after_stage_and_reports(request):
+    done = background.result(request.config, "digits-study")
+    tmp_path, uri = done.dir, f"sqlite:///{done.dir}/mlflow.db"
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "parent run FINISHED" in done.stdout, done.stdout
     (record_path,) = (tmp_path / "out" / "sweeps").glob("*/sweep.json")
@@ -53,3 +61,4 @@ def test_the_shipped_digits_study_runs_here_stage_after_stage_and_reports(tmp_pa
     assert f"Epochs: {12 - pruned} spent of the full grid's 12" in markdown and "Least squares over the scale" in markdown
     assert all((out / name).is_file() for name in (SEARCH_CSV, SEARCH_PNG, SCALE_PNG))
     print(f"study {record['id']}: {pruned} pruned, epochs {record['epochs']}, winner {record['winner']['how']}")
+    background.passed(request.config, "digits-study")

@@ -10,6 +10,7 @@ import sys
 
 import pytest
 from mlflow.tracking import MlflowClient
+from support import background
 
 from phiscale.report.plots import PLOT_TOP1_VS_MACS
 from phiscale.report.tables import CSV_NAME, MARKDOWN_NAME
@@ -31,13 +32,23 @@ def sweep_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
                           timeout=timeout)
 
 
+def store(root) -> list[str]:
+    return [f"paths.root={root}/out", f"tracking.uri=sqlite:///{root}/mlflow.db", "tracking.experiment=seeded"]
+
+
+@background.job("seeded-sweep")
+def submit_the_sweep(root) -> tuple[list[str], dict[str, str]]:
+    """The six runs: started with the session, in the cores' idle time (support/background.py)."""
+    (root / "seeded.yaml").write_text(SWEEP)
+    return [sys.executable, "-m", "phiscale.cli.sweep", "submit", str(root / "seeded.yaml"), *STEPS, *store(root),
+            "--local", "--register", "seeded-net"], {}
+
+
 @pytest.mark.slow
-def test_a_local_sweep_with_seeds_and_its_report(tmp_path):
-    (tmp_path / "seeded.yaml").write_text(SWEEP)
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    store = [f"paths.root={tmp_path}/out", f"tracking.uri={uri}", "tracking.experiment=seeded"]
-    done = sweep_cli("submit", str(tmp_path / "seeded.yaml"), *STEPS, *store, "--local", "--register", "seeded-net",
-                     timeout=1800)
+@pytest.mark.background("seeded-sweep")
+def test_a_local_sweep_with_seeds_and_its_report(request):
+    done = background.result(request.config, "seeded-sweep")
+    tmp_path, uri = done.dir, f"sqlite:///{done.dir}/mlflow.db"
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     sweep_id = done.stdout.split()[1].rstrip(":")
     assert f"sweep {sweep_id}: 6 finished; parent run FINISHED" in done.stdout
@@ -87,3 +98,4 @@ def test_a_local_sweep_with_seeds_and_its_report(tmp_path):
     assert status.returncode == 0 and status.stdout.strip().splitlines()[-1] == "finished 6", status.stdout
     resume = sweep_cli("resume", "seeded", "--root", f"{tmp_path}/out")
     assert resume.returncode == 0 and "is complete: all 6 runs finished; nothing to resume" in resume.stdout
+    background.passed(request.config, "seeded-sweep")

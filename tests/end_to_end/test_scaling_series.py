@@ -13,6 +13,7 @@ import sys
 
 import pytest
 from mlflow.tracking import MlflowClient
+from support import background
 from support.runs import NO_MODEL
 
 from phiscale.report.series import MACS_TOLERANCE, PLOT_SERIES
@@ -29,8 +30,19 @@ series:
 """
 
 
+@background.job("series-study")
+def submit_the_series(root) -> tuple[list[str], dict[str, str]]:
+    """The three runs, two at a time: started with the session, in the cores' idle time (support/background.py)."""
+    (root / "series_smoke.yaml").write_text(STUDY)
+    store = [f"paths.root={root}/out", f"tracking.uri=sqlite:///{root}/mlflow.db", "tracking.experiment=series",
+             NO_MODEL]
+    return [sys.executable, "-m", "phiscale.cli.sweep", "submit", str(root / "series_smoke.yaml"), *store, "--local",
+            "--max-parallel", "2"], {}
+
+
 @pytest.mark.slow
-def test_a_reduced_series_study_trains_tags_and_reports_a_curve_per_series(tmp_path):
+@pytest.mark.background("series-study")
+def test_a_reduced_series_study_trains_tags_and_reports_a_curve_per_series(request, tmp_path):
     study = tmp_path / "series_smoke.yaml"
     study.write_text(STUDY)
     listing = subprocess.run([sys.executable, "-m", "phiscale.cli.sweep", "list", str(study)],
@@ -39,10 +51,8 @@ def test_a_reduced_series_study_trains_tags_and_reports_a_curve_per_series(tmp_p
     assert "series: width, resolution at φ = 0, 1" in listing.stdout
     assert re.search(r"^0\s+width,resolution\s", listing.stdout, re.M), "the φ = 0 base is one shared point"
 
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    store = [f"paths.root={tmp_path}/out", f"tracking.uri={uri}", "tracking.experiment=series", NO_MODEL]
-    done = subprocess.run([sys.executable, "-m", "phiscale.cli.sweep", "submit", str(study), *store, "--local",
-                           "--max-parallel", "2"], capture_output=True, text=True, timeout=1800)
+    done = background.result(request.config, "series-study")
+    tmp_path, uri = done.dir, f"sqlite:///{done.dir}/mlflow.db"
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     lines = done.stdout.splitlines()
     starts = [i for i, line in enumerate(lines) if re.match(r"run \d \(\d/3\)", line)]
@@ -73,3 +83,4 @@ def test_a_reduced_series_study_trains_tags_and_reports_a_curve_per_series(tmp_p
         within = abs(measured / 2.0 - 1.0) <= MACS_TOLERANCE
         named = f"{series} φ={level}: measured ×{measured:.2f}" in table
         assert within != named, f"{series} φ={level}: ×{measured} must be within 15% of ×2 or named:\n{table}"
+    background.passed(request.config, "series-study")

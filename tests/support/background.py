@@ -1,0 +1,138 @@
+"""The one long command of a few tests, started when the session starts and run in the cores' idle time.
+
+The recipe lane's idea (support/recipe_lane.py) for any test whose slow part is one command it waits
+for: while the rest of the suite leaves about a third of the 2 cores idle (servers starting, SLURM
+scheduling, outages waited out, one busy thread most of the time), the command runs at the lowest CPU
+priority (`nice -n 19`: it takes the idle time, the other tests keep theirs), and its test runs at the
+end and reads what the command left. The command is the one the test always ran, with the same
+arguments; only when it runs changes, not what it computes or what the test asserts.
+
+A test module names its command with `@job(NAME)` (a function of a fresh directory that writes what the
+command needs there and returns its argv, and any environment to add), and marks the tests that read it
+`@pytest.mark.background(NAME)`; `result(config, NAME)` waits for the command and returns what it did.
+conftest.py calls `schedule` after collection (which starts the commands of the selected tests and
+moves those tests to the end) and `stop` when the session ends.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+NICENESS = 19
+MARK, LATE = "background", "late"
+RUNNING = pytest.StashKey[dict]()
+Command = Callable[[Path], "tuple[list[str], dict[str, str]]"]
+_COMMANDS: dict[str, Command] = {}
+
+
+def job(name: str) -> Callable[[Command], Command]:
+    """Register `command` (a function of the job's directory: argv and extra environment) as `name`."""
+
+    def register(command: Command) -> Command:
+        _COMMANDS[name] = command
+        return command
+
+    return register
+
+
+@dataclass(frozen=True)
+class Finished:
+    """What a job's command did: its exit code, its output, its directory and how long it took."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    dir: Path
+    seconds: float
+
+
+class Running:
+    """One job's command, started now at the lowest priority, its output into its directory."""
+
+    def __init__(self, name: str) -> None:
+        self.name, self.dir = name, Path(tempfile.mkdtemp(prefix=f"phiscale-background-{name}-"))
+        argv, env = _COMMANDS[name](self.dir)
+        self.started = time.monotonic()
+        self._out, self._err = (self.dir / "stdout.txt").open("w"), (self.dir / "stderr.txt").open("w")
+        # setpriv: the command dies with pytest even when pytest is killed outright (no cleanup hooks run)
+        self.process = subprocess.Popen(["setpriv", "--pdeathsig", "KILL", "nice", "-n", str(NICENESS), *argv],
+                                        stdout=self._out, stderr=self._err, cwd=ROOT, env=os.environ | env,
+                                        start_new_session=True)
+        self._waited = threading.Lock()
+        self.passed = False
+
+    def wait(self, timeout: float) -> Finished:
+        with self._waited:
+            try:
+                returncode = self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.stop()
+                pytest.fail(f"background job {self.name} still running after {timeout:.0f} s; output in {self.dir}")
+            self._out.close()
+            self._err.close()
+        return Finished(returncode, (self.dir / "stdout.txt").read_text(), (self.dir / "stderr.txt").read_text(),
+                        self.dir, time.monotonic() - self.started)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, 9)
+            self.process.wait()
+        if self.passed:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _running(config: pytest.Config) -> dict[str, Running]:
+    if RUNNING not in config.stash:
+        config.stash[RUNNING] = {}
+    return config.stash[RUNNING]
+
+
+def start(config: pytest.Config, name: str) -> Running:
+    """The session's job `name`, started now if it is not running yet (a test run by itself)."""
+    running = _running(config)
+    if name not in running:
+        if name not in _COMMANDS:
+            raise KeyError(f"no background job {name!r}: register its command with @support.background.job")
+        running[name] = Running(name)
+    return running[name]
+
+
+def result(config: pytest.Config, name: str, timeout: float = 3600) -> Finished:
+    """What job `name`'s command did, once it has ended."""
+    return start(config, name).wait(timeout)
+
+
+def passed(config: pytest.Config, name: str) -> None:
+    """The test that read job `name` passed: its directory goes when the session ends."""
+    start(config, name).passed = True
+
+
+def schedule(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Start the job of every selected test marked `background`, and move those tests to the end, after
+    the tests marked `late`: heavy work of its own that the jobs' start would slow (the GPU session's
+    rehearsal took 168 s beside them at the session's start, 54 s beside the recipe lane alone)."""
+    late = [item for item in items if item.get_closest_marker(LATE)]
+    marked = [item for item in items if item.get_closest_marker(MARK)]
+    if config.option.collectonly:
+        return
+    for item in [*late, *marked]:
+        items.remove(item)
+    items.extend([*late, *marked])
+    for name in dict.fromkeys(item.get_closest_marker(MARK).args[0] for item in marked):
+        start(config, name)
+
+
+def stop(config: pytest.Config) -> None:
+    for running in _running(config).values():
+        running.stop()
