@@ -6,15 +6,14 @@ from __future__ import annotations
 import csv
 import gzip
 import json
-import os
 import shutil
-import subprocess
 import sys
 import tarfile
 from pathlib import Path
 
 import pytest
 from PIL import Image
+from support import background
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULT_FILES = {"gpu_session.json", "report.md", "report.csv", "top1_vs_images_per_s.png", "session.log",
@@ -24,18 +23,22 @@ STEPS = ("kit", "ffcv", "images", "betons", "d_resume", *TRAINING, "e_bare", "f_
 FIGURES = ("images_per_s", "step_time_ms", "data_wait_frac", "peak_memory_gib", "achieved_tflops")
 
 
-# The rehearsal's tests run late (support/background.py): beside the background commands' start it took 3x as long.
-pytestmark = pytest.mark.late
+# The rehearsal is one command: it runs in the session's background queue, its tests at the end (support/background.py).
+pytestmark = pytest.mark.background("gpu-rehearsal")
+
+
+@background.job("gpu-rehearsal")
+def rehearse(dir: Path) -> tuple[list[str], dict[str, str]]:
+    return ["bash", str(ROOT / "benchmarks" / "gpu_session.sh"), "--cpu"], {
+        "PYTHON": sys.executable, "OUT": str(dir / "out"), "WORK": str(dir / "work"), "SLOWER": "4"}
 
 
 @pytest.fixture(scope="module")
-def rehearsal(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("session")
-    env = os.environ | {"PYTHON": sys.executable, "OUT": str(tmp / "out"), "WORK": str(tmp / "work")}
-    result = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_session.sh"), "--cpu"], capture_output=True,
-                            text=True, env=env, timeout=1500)
+def rehearsal(request):
+    result = background.result(request.config, "gpu-rehearsal", timeout=3600)
     assert result.returncode == 0, f"{result.stdout[-4000:]}\n{result.stderr[-2000:]}"
-    return tmp / "out", tmp / "work", result.stdout
+    background.passed(request.config, "gpu-rehearsal")  # its directory goes when the session ends
+    return result.dir / "out", result.dir / "work", result.stdout
 
 
 @pytest.mark.slow

@@ -10,8 +10,11 @@ arguments; only when it runs changes, not what it computes or what the test asse
 A test module names its command with `@job(NAME)` (a function of a fresh directory that writes what the
 command needs there and returns its argv, and any environment to add), and marks the tests that read it
 `@pytest.mark.background(NAME)`; `result(config, NAME)` waits for the command and returns what it did.
-conftest.py calls `schedule` after collection (which starts the commands of the selected tests and
-moves those tests to the end) and `stop` when the session ends.
+conftest.py calls `schedule` after collection (which queues the commands of the selected tests and
+moves those tests to the end) and `stop` when the session ends. The commands run one after another,
+not all at once: their start-up burst together (each imports torch, some train two ranks) slowed the
+foreground tests beside it (a browser fixture 62 s instead of 25 s); one at a time beside the recipe
+lane's two, they still finish well before the tests that read them.
 """
 
 from __future__ import annotations
@@ -30,8 +33,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 NICENESS = 19
-MARK, LATE = "background", "late"
+MARK = "background"
 RUNNING = pytest.StashKey[dict]()
+QUEUE = pytest.StashKey["threading.Thread"]()
+STOPPED = pytest.StashKey[bool]()
+_STARTING = threading.Lock()  # the queue's thread and a test that asks first never both start a job
 Command = Callable[[Path], "tuple[list[str], dict[str, str]]"]
 _COMMANDS: dict[str, Command] = {}
 
@@ -101,11 +107,12 @@ def _running(config: pytest.Config) -> dict[str, Running]:
 def start(config: pytest.Config, name: str) -> Running:
     """The session's job `name`, started now if it is not running yet (a test run by itself)."""
     running = _running(config)
-    if name not in running:
-        if name not in _COMMANDS:
-            raise KeyError(f"no background job {name!r}: register its command with @support.background.job")
-        running[name] = Running(name)
-    return running[name]
+    with _STARTING:
+        if name not in running:
+            if name not in _COMMANDS:
+                raise KeyError(f"no background job {name!r}: register its command with @support.background.job")
+            running[name] = Running(name)
+        return running[name]
 
 
 def result(config: pytest.Config, name: str, timeout: float = 3600) -> Finished:
@@ -119,20 +126,32 @@ def passed(config: pytest.Config, name: str) -> None:
 
 
 def schedule(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Start the job of every selected test marked `background`, and move those tests to the end, after
-    the tests marked `late`: heavy work of its own that the jobs' start would slow (the GPU session's
-    rehearsal took 168 s beside them at the session's start, 54 s beside the recipe lane alone)."""
-    late = [item for item in items if item.get_closest_marker(LATE)]
+    """Queue the job of every selected test marked `background`, and move those tests to the end."""
     marked = [item for item in items if item.get_closest_marker(MARK)]
     if config.option.collectonly:
         return
-    for item in [*late, *marked]:
+    for item in marked:
         items.remove(item)
-    items.extend([*late, *marked])
-    for name in dict.fromkeys(item.get_closest_marker(MARK).args[0] for item in marked):
-        start(config, name)
+    items.extend(marked)
+    names = list(dict.fromkeys(item.get_closest_marker(MARK).args[0] for item in marked))
+    if names:
+        config.stash[QUEUE] = threading.Thread(target=_one_after_another, args=(config, names), daemon=True,
+                                               name="background-queue")
+        config.stash[QUEUE].start()
+
+
+def _one_after_another(config: pytest.Config, names: list[str]) -> None:
+    """Start each job once the one before it has ended (a job a test already started is not started again)."""
+    for name in names:
+        with _STARTING:
+            if config.stash.get(STOPPED, False) or name not in _COMMANDS:  # unknown: its test's result() says so
+                return
+            job = _running(config).get(name) or _running(config).setdefault(name, Running(name))
+        job.process.wait()
 
 
 def stop(config: pytest.Config) -> None:
+    with _STARTING:
+        config.stash[STOPPED] = True  # the queue starts nothing more
     for running in _running(config).values():
         running.stop()

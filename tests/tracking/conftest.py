@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from support import background
 from support.runs import TRAIN
 
 from phiscale.server.process import MlflowServer
@@ -78,17 +78,24 @@ class RegisteredRun:
     stdout: str
 
 
+REGISTERED_JOB = "registered-digits"  # the tests that read it carry @pytest.mark.background(REGISTERED_JOB)
+
+
+@background.job(REGISTERED_JOB)
+def train_and_register(dir: Path) -> tuple[list[str], dict[str, str]]:
+    """`make demo`'s run (experiment=digits_demo: ~98% best val top-1 in ~30 s) with tracking.register=digits-net,
+    trained once per session in its background queue (support/background.py)."""
+    return [TRAIN, "experiment=digits_demo", "trainer.progress_bar=false", "data.num_workers=1",
+            f"paths.root={dir}/outputs", f"tracking.uri=sqlite:///{dir}/mlflow.db", "tracking.register=digits-net"], {}
+
+
 @pytest.fixture(scope="session")
-def registered_digits(tmp_path_factory) -> RegisteredRun:
-    """`make demo`'s run (experiment=digits_demo: ~98% best val top-1 in ~30 s), trained once per session
-    with tracking.register=digits-net: what the model, registry and serving tests read."""
-    root = tmp_path_factory.mktemp("registered")
-    uri = f"sqlite:///{root}/mlflow.db"
-    done = subprocess.run([TRAIN, "experiment=digits_demo", "trainer.progress_bar=false", "data.num_workers=1",
-                           f"paths.root={root}/outputs", f"tracking.uri={uri}", "tracking.register=digits-net"],
-                          capture_output=True, text=True, timeout=900)
+def registered_digits(request) -> RegisteredRun:
+    """The digits demo's run, its model registered: what the model, registry and serving tests read."""
+    done = background.result(request.config, REGISTERED_JOB)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    return RegisteredRun(uri, "digits-net", done.stdout)
+    background.passed(request.config, REGISTERED_JOB)  # its directory goes when the session ends
+    return RegisteredRun(f"sqlite:///{done.dir}/mlflow.db", "digits-net", done.stdout)
 
 
 @pytest.fixture(scope="session")

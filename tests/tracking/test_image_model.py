@@ -113,6 +113,7 @@ def pinged(port: int) -> bool:
 
 
 @pytest.mark.slow
+@pytest.mark.background("registered-digits")  # reads the run trained in the background queue
 def test_mlflow_models_serve_answers_the_digits_val_files_with_the_runs_accuracy(registered_digits,
                                                                                  without_phiscale, tmp_path):
     from phiscale.data.digits import ensure_digits

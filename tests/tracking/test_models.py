@@ -43,6 +43,7 @@ print(json.dumps({"dtype": str(spec.type), "shape": list(spec.shape), "logits": 
 
 
 @pytest.mark.slow
+@pytest.mark.background("registered-digits")  # reads the run trained in the background queue
 def test_a_registered_run_model_loads_without_phiscale_and_evaluates_to_the_runs_top1(registered_digits,
                                                                                        without_phiscale, capsys):
     uri = registered_digits.uri
@@ -92,6 +93,7 @@ def test_a_registered_run_model_loads_without_phiscale_and_evaluates_to_the_runs
 
 
 @pytest.mark.slow
+@pytest.mark.background("registered-digits")  # reads the run trained in the background queue
 def test_mlflow_models_predict_answers_a_json_batch_with_the_models_logits(registered_digits, tmp_path):
     """The CLI MLflow users reach for (it parses JSON as the scoring server does): the logits of the
     PyTorch flavor on the same uint8 batch. (Before the signature's input lost its name: "The PyTorch

@@ -7,14 +7,13 @@ gloo processes (tests/train/deepspeed_smoke_worker.py); the GPU path runs in ben
 from __future__ import annotations
 
 import json
-import os
 import socket
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from support import background
 
 from phiscale.cli.export import main as export_main
 from phiscale.config import compose_config
@@ -91,28 +90,36 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def zero_checkpoints(tmp_path_factory) -> Path:
-    """Two gloo ranks train ZeRO 1/2/3 for a few steps and save sharded checkpoints (~15 s warm;
+ZERO_JOB = "deepspeed-zero"
+# Both ranks as one command (the session's background queue runs one command per job): their logs, then
+# their exit codes on the last line, and the command fails unless both are 0.
+TWO_RANKS = """
+for rank in 0 1; do
+  RANK=$rank LOCAL_RANK=$rank "$@" >"rank$rank.log" 2>&1 &
+done
+codes=""
+for pid in $(jobs -p); do wait "$pid"; codes="$codes $?"; done
+echo "ranks exited:$codes"
+[ "$codes" = " 0 0" ]
+"""
+
+
+@background.job(ZERO_JOB)
+def two_zero_ranks(dir: Path) -> tuple[list[str], dict[str, str]]:
+    """Two gloo ranks train ZeRO 1/2/3 for a few steps and save sharded checkpoints into `dir` (~15 s warm;
     the first run on a machine also compiles DeepSpeed's CPU comm op, ~70 s, into the cache)."""
-    out = tmp_path_factory.mktemp("zero")
-    port = str(_free_port())
-    procs = []
-    for rank in (0, 1):
-        env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
-               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "OMP_NUM_THREADS": "1"}  # fmt: skip
-        log = open(out / f"rank{rank}.log", "w")  # noqa: SIM115  (closed below)
-        procs.append((subprocess.Popen([sys.executable, str(WORKER), str(out), "1,2,3"], env=env,
-                                       stdout=log, stderr=subprocess.STDOUT), log))  # fmt: skip
-    try:
-        codes = [p.wait(timeout=400) for p, _ in procs]
-    finally:
-        for p, log in procs:
-            p.kill() if p.poll() is None else None
-            log.close()
-    logs = "\n".join((out / f"rank{r}.log").read_text()[-3000:] for r in (0, 1))
-    assert codes == [0, 0], f"DeepSpeed smoke ranks exited {codes}:\n{logs}"
-    return out
+    env = {"WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "OMP_NUM_THREADS": "1"}
+    return ["bash", "-c", f"cd {dir} && {TWO_RANKS}", "two-ranks", sys.executable, str(WORKER), str(dir), "1,2,3"], env
+
+
+@pytest.fixture(scope="module")
+def zero_checkpoints(request) -> Path:
+    """What the two ranks left: losses.json and the stage1, stage2, stage3 checkpoints."""
+    done = background.result(request.config, ZERO_JOB)
+    logs = "\n".join((done.dir / f"rank{r}.log").read_text()[-3000:] for r in (0, 1) if (done.dir / f"rank{r}.log").exists())
+    assert done.returncode == 0, f"DeepSpeed smoke ranks: {done.stdout.strip()}\n{logs}\n{done.stderr[-2000:]}"
+    background.passed(request.config, ZERO_JOB)  # its directory goes when the session ends
+    return done.dir
 
 
 def _worker():
@@ -137,6 +144,7 @@ def _net_loss(state_dict) -> float:
 
 
 @pytest.mark.slow
+@pytest.mark.background(ZERO_JOB)  # reads what the two ranks left
 def test_zero_stages_train_on_cpu_and_loss_goes_down(zero_checkpoints):
     losses = json.loads((zero_checkpoints / "losses.json").read_text())
     assert set(losses) == {"1", "2", "3"}
@@ -148,6 +156,7 @@ def test_zero_stages_train_on_cpu_and_loss_goes_down(zero_checkpoints):
 
 
 @pytest.mark.slow
+@pytest.mark.background(ZERO_JOB)  # reads what the two ranks left
 @pytest.mark.parametrize(
     ("stage", "checkpoint"),
     [(1, "stage1"), (2, "stage2"), (2, "stage2/global_step8"), (3, "stage3/last.ckpt")],
@@ -168,6 +177,7 @@ def test_export_consolidates_shards_into_the_trained_fp32_weights(
 
 
 @pytest.mark.slow
+@pytest.mark.background(ZERO_JOB)  # reads what the two ranks left
 def test_a_real_zero_checkpoint_cut_short_is_one_line_and_its_whole_tag_exports(zero_checkpoints, tmp_path, capsys,
                                                                                 monkeypatch):
     import shutil
