@@ -3,7 +3,7 @@
 The recipe lane's idea (support/recipe_lane.py) for any test whose slow part is one command it waits
 for: while the rest of the suite leaves about a third of the 2 cores idle (servers starting, SLURM
 scheduling, outages waited out, one busy thread most of the time), the command runs at the lowest CPU
-priority (`nice -n 19`: it takes the idle time, the other tests keep theirs), and its test runs at the
+priority (support/idle_priority.py: it takes the idle time, the other tests keep theirs), and its test runs at the
 end and reads what the command left. The command is the one the test always ran, with the same
 arguments; only when it runs changes, not what it computes or what the test asserts.
 
@@ -31,8 +31,9 @@ from pathlib import Path
 
 import pytest
 
+from support.idle_priority import start_idle
+
 ROOT = Path(__file__).resolve().parents[2]
-NICENESS = 19
 MARK = "background"
 RUNNING = pytest.StashKey[dict]()
 QUEUE = pytest.StashKey["threading.Thread"]()
@@ -71,10 +72,7 @@ class Running:
         argv, env = _COMMANDS[name](self.dir)
         self.started = time.monotonic()
         self._out, self._err = (self.dir / "stdout.txt").open("w"), (self.dir / "stderr.txt").open("w")
-        # setpriv: the command dies with pytest even when pytest is killed outright (no cleanup hooks run)
-        self.process = subprocess.Popen(["setpriv", "--pdeathsig", "KILL", "nice", "-n", str(NICENESS), *argv],
-                                        stdout=self._out, stderr=self._err, cwd=ROOT, env=os.environ | env,
-                                        start_new_session=True)
+        self.process = start_idle(argv, stdout=self._out, stderr=self._err, cwd=ROOT, env=os.environ | env)
         self._waited = threading.Lock()
         self.passed = False
 

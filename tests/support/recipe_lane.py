@@ -3,7 +3,7 @@
 Training every model with the digits recipe is about 20 CPU-minutes, while the rest of the suite
 leaves about half of the 2 cores idle (servers starting, SLURM scheduling, outages waited out, one
 busy thread most of the time). So as soon as the session knows it will run the recipe test, its
-training starts here at the lowest CPU priority (`nice -n 19`: it takes the idle time, the other
+training starts here at the lowest CPU priority (support/idle_priority.py: it takes the idle time, the other
 tests keep theirs), and the test itself runs last and waits for what is left. The processes are the
 ones the test always ran: `phiscale-train <model>` with the defaults, one thread each, two at a
 time; only when they run changes, not what they compute (on one thread a run's numbers do not depend
@@ -27,11 +27,11 @@ from pathlib import Path
 
 import pytest
 
+from support.idle_priority import start_idle
 from support.runs import NO_MODEL, TRAIN
 
 RECIPE_TEST = "tests/end_to_end/test_digits_recipe.py::test_every_model_reaches_the_target_with_the_default_recipe"
 PARALLEL = 2
-NICENESS = 19
 # Largest first, so the two workers finish close together (the longest job starts at once).
 # No `model=efficientnet model.phi=0`: under the recipe it is efficientnet_b0 weight for weight
 # (test_phi_0_under_the_recipe_is_efficientnet_b0_weight_for_weight).
@@ -78,9 +78,7 @@ class Lane:
 
     def _train(self, name: str, overrides: list[str]) -> Trained:
         out, log = self.root / name, self.root / f"{name}.log"
-        # setpriv: the process dies with the thread that started it (pytest killed outright, no cleanup hooks run)
-        cmd = ["setpriv", "--pdeathsig", "KILL", "nice", "-n", str(NICENESS),
-               TRAIN, *overrides, "trainer.progress_bar=false", f"run_name={name}", f"paths.output_dir={out}",
+        cmd = [TRAIN, *overrides, "trainer.progress_bar=false", f"run_name={name}", f"paths.output_dir={out}",
                f"tracking.uri=sqlite:///{self.root}/{name}.db",  # one store each: no lock
                NO_MODEL]
         started = time.monotonic()
@@ -88,7 +86,7 @@ class Lane:
             with self._starting:
                 if self._stopped:  # the session ended before this model's turn
                     return Trained(-1, None, None, 0.0, log)
-                process = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, env=os.environ | ONE_THREAD)
+                process = start_idle(cmd, stdout=sink, stderr=subprocess.STDOUT, env=os.environ | ONE_THREAD)
                 self._processes.append(process)
             returncode = process.wait()
         summary_path = out / "summary.json"
