@@ -36,7 +36,6 @@ from support.idle_priority import start_idle
 ROOT = Path(__file__).resolve().parents[2]
 MARK = "background"
 RUNNING = pytest.StashKey[dict]()
-QUEUE = pytest.StashKey["threading.Thread"]()
 STOPPED = pytest.StashKey[bool]()
 _STARTING = threading.Lock()  # the queue's thread and a test that asks first never both start a job
 Command = Callable[[Path], "tuple[list[str], dict[str, str]]"]
@@ -104,13 +103,18 @@ def _running(config: pytest.Config) -> dict[str, Running]:
 
 def start(config: pytest.Config, name: str) -> Running:
     """The session's job `name`, started now if it is not running yet (a test run by itself)."""
-    running = _running(config)
     with _STARTING:
-        if name not in running:
-            if name not in _COMMANDS:
-                raise KeyError(f"no background job {name!r}: register its command with @support.background.job")
-            running[name] = Running(name)
-        return running[name]
+        return _start(config, name)
+
+
+def _start(config: pytest.Config, name: str) -> Running:
+    """`start`, its caller holding _STARTING."""
+    running = _running(config)
+    if name not in running:
+        if name not in _COMMANDS:
+            raise KeyError(f"no background job {name!r}: register its command with @support.background.job")
+        running[name] = Running(name)
+    return running[name]
 
 
 def result(config: pytest.Config, name: str, timeout: float = 3600) -> Finished:
@@ -133,18 +137,18 @@ def schedule(config: pytest.Config, items: list[pytest.Item]) -> None:
     items.extend(marked)
     names = list(dict.fromkeys(item.get_closest_marker(MARK).args[0] for item in marked))
     if names:
-        config.stash[QUEUE] = threading.Thread(target=_one_after_another, args=(config, names), daemon=True,
-                                               name="background-queue")
-        config.stash[QUEUE].start()
+        threading.Thread(target=_one_after_another, args=(config, names), daemon=True, name="background-queue").start()
 
 
 def _one_after_another(config: pytest.Config, names: list[str]) -> None:
     """Start each job once the one before it has ended (a job a test already started is not started again)."""
     for name in names:
+        if name not in _COMMANDS:  # its test's result() says so
+            continue
         with _STARTING:
-            if config.stash.get(STOPPED, False) or name not in _COMMANDS:  # unknown: its test's result() says so
+            if config.stash.get(STOPPED, False):
                 return
-            job = _running(config).get(name) or _running(config).setdefault(name, Running(name))
+            job = _start(config, name)
         job.process.wait()
 
 
