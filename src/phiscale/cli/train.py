@@ -13,6 +13,7 @@ from pathlib import Path  # noqa: E402
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
+from phiscale import pause_for_start_up  # noqa: E402
 from phiscale.config import conf_dir  # noqa: E402
 from phiscale.errors import PhiscaleError, user_errors_as_one_line  # noqa: E402
 
@@ -92,6 +93,7 @@ def main() -> None:
     """The console script: `--help` answered here (see `print_help`), everything else by Hydra."""
     if print_help(sys.argv[1:]):
         return
+    pause_for_start_up()  # the garbage collector, until the first step (phiscale/__init__.py)
     try:
         train_app()
     finally:

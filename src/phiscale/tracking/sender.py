@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from phiscale import collector_paused
 from phiscale.tracking.journal import LOCK, Journal, RunRecord
 from phiscale.tracking.store import (
     CREDENTIALS_FIX,
@@ -194,7 +195,8 @@ class Sender:
     @property
     def mlflow(self):
         if self._client is None:
-            self._client = client(self.uri)
+            with collector_paused():  # MLflow's import and the store's set-up (phiscale/__init__.py)
+                self._client = client(self.uri)
         return self._client
 
     def send_some(self) -> bool:

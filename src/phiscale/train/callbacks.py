@@ -13,6 +13,7 @@ import lightning.pytorch as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
+from phiscale import end_start_up_pause
 from phiscale.train.plan import LAST
 
 
@@ -241,6 +242,14 @@ class SendFromFirstStep(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         self.logger.start_sending()  # once; later calls return at once
+
+
+class CollectorFromFirstStep(L.Callback):
+    """The garbage collector runs again after the first step: phiscale-train keeps it off while it imports
+    and builds (`phiscale.pause_for_start_up`), and what exists by then is frozen, not collected."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        end_start_up_pause()  # once; later calls return at once
 
 
 class ProgressLines(L.Callback):

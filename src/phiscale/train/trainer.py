@@ -13,6 +13,7 @@ import lightning.pytorch as L
 from omegaconf import DictConfig, OmegaConf
 
 from phiscale.train.callbacks import (
+    CollectorFromFirstStep,
     LastCheckpoint,
     ProgressiveResize,
     ProgressLines,
@@ -70,7 +71,8 @@ def build_trainer(cfg: DictConfig, plan: RunPlan, logger, extra_callbacks: Itera
         auto_insert_metric_name=False,
         enable_version_counter=False,
     )
-    callbacks = [ShareRunId(), ThroughputMonitor(int(tcfg.log_every_n_steps)), last, signals, best]
+    callbacks = [ShareRunId(), ThroughputMonitor(int(tcfg.log_every_n_steps)), last, signals, best,
+                 CollectorFromFirstStep()]
     if not str(tcfg.strategy).startswith("deepspeed"):  # its directories are another layout (disk_room)
         callbacks.append(CheckpointRoom(plan.ckpt_dir))
     bar = progress_bar(tcfg.progress_bar)
