@@ -25,8 +25,8 @@ skip_torchmetrics_extras()
 # Python's cyclic garbage collector is off while a process imports and builds what lives as long as it does
 # (torch, Lightning, torch._dynamo, numba, MLflow, SQLAlchemy): its passes over those millions of objects as
 # they are made cost 1.2-1.5 s of CPU, a fifth of a 1-step run on 2 cores and of every import of them
-# (issue 31: `import torch, lightning.pytorch, torch._dynamo, mlflow` 6.9 -> 5.6 s of CPU). When the last
-# pause ends, everything that exists is frozen (later passes skip it: it is not garbage) and the collector
+# (issue 31: `import torch, lightning.pytorch, torch._dynamo, mlflow` 6.7 -> 5.4 s of CPU, means of 3 pairs).
+# When the last pause ends, everything that exists is frozen (later passes skip it: it is not garbage) and the collector
 # runs again. phiscale-train pauses from its start to its first step (`pause_for_start_up` and
 # `end_start_up_pause`, the callback CollectorFromFirstStep); the sender thread pauses while it imports
 # MLflow and opens the store (`collector_paused`). Pauses nest, from any thread.
