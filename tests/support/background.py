@@ -122,6 +122,16 @@ def result(config: pytest.Config, name: str, timeout: float = 3600) -> Finished:
     return start(config, name).wait(timeout)
 
 
+def succeeded(config: pytest.Config, name: str, details: Callable[[Finished], str] | None = None) -> Finished:
+    """What job `name`'s command did, asserting that it exited 0 (`details`: what more to show when not);
+    its directory then goes when the session ends (`passed`)."""
+    done = result(config, name)
+    assert done.returncode == 0, (f"background job {name} exited {done.returncode}; its output in {done.dir}\n"
+                                  f"{details(done) if details else ''}{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    passed(config, name)
+    return done
+
+
 def passed(config: pytest.Config, name: str) -> None:
     """The test that read job `name` passed: its directory goes when the session ends."""
     start(config, name).passed = True

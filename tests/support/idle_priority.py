@@ -6,9 +6,8 @@ two busy loops niced to 19 beside two at nice 0 on the 2 cores: in a session of 
 loops took two thirds of the CPU (the foreground ran at 31% of its speed alone); in pytest's own session
 they left it ~95%, but would compete as one session's equal share with the servers, SLURM jobs and
 Chromium, which run in sessions of their own; in a session whose autogroup is niced to 19 the
-foreground kept ~90% of its speed. So each command gets
-such a session (its own process group too, which `os.killpg` ends). Without autogroups the nice alone
-does it. `setpriv --pdeathsig KILL`: the command dies with pytest even when pytest is killed outright.
+foreground kept ~90% of its speed. So each command gets such a session (its own process group too,
+which `os.killpg` ends). Without autogroups the nice alone does it. `setpriv --pdeathsig KILL`: the command dies with pytest even when pytest is killed outright.
 """
 
 from __future__ import annotations
